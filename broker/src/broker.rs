@@ -1,0 +1,430 @@
+//! The data plane without the transport: produce, fetch, subscribe, list offsets. The gRPC
+//! handlers in `service::data` only translate to and from these calls.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::Stream;
+use mq_common::error::LeaderHint;
+use mq_common::ids::{PartitionId, TopicName};
+use mq_common::partitioner::partition_for_key;
+use mq_common::records::Record;
+use mq_common::shutdown::CancellationToken;
+
+use crate::batch::StoredBatch;
+use crate::cluster_link::ClusterLink;
+use crate::config::Limits;
+use crate::error::BrokerError;
+use crate::partition::Partition;
+use crate::partition::read::{ReadLimits, ReadResult};
+use crate::partition::state_machine::Progress;
+use crate::replicas::{HostedTopic, Replicas};
+
+/// One batch of a produce request.
+#[derive(Debug, Clone)]
+pub struct ProduceBatch {
+    pub partition: Option<u32>,
+    pub records: Vec<Record>,
+    pub crc32c: Option<u32>,
+}
+
+/// The outcome of the records of one batch that went to one partition.
+#[derive(Debug)]
+pub struct PartitionOutcome {
+    pub batch_index: usize,
+    pub partition: u32,
+    pub record_count: u32,
+    /// The base offset, or why the append failed.
+    pub result: Result<u64, BrokerError>,
+}
+
+/// Records read, with the partition's positions at the time.
+#[derive(Debug)]
+pub struct Fetched {
+    pub records: Vec<(u64, Record)>,
+    pub next_offset: u64,
+    pub progress: Progress,
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Start {
+    Offset(u64),
+    Earliest,
+    Latest,
+}
+
+/// What a ListOffsets query resolves.
+#[derive(Debug, Clone, Copy)]
+pub enum OffsetQuery {
+    Earliest,
+    Latest,
+    Timestamp(i64),
+}
+
+#[derive(Debug)]
+pub struct ResolvedOffset {
+    pub offset: u64,
+    pub timestamp_ms: Option<i64>,
+    pub progress: Progress,
+}
+
+pub struct Broker {
+    replicas: Arc<Replicas>,
+    cluster: ClusterLink,
+    limits: Limits,
+    /// Round-robin position for records without key or partition.
+    next_keyless: AtomicU32,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("limits", &self.limits).finish()
+    }
+}
+
+impl Broker {
+    pub fn new(
+        replicas: Arc<Replicas>,
+        cluster: ClusterLink,
+        limits: Limits,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            replicas,
+            cluster,
+            limits,
+            next_keyless: AtomicU32::new(0),
+            shutdown,
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Validates every batch, splits them by partition, then appends each part. Invalid input
+    /// fails the whole request before anything is written; per-partition failures are reported
+    /// per partition.
+    pub async fn produce(
+        &self,
+        topic: &TopicName,
+        batches: Vec<ProduceBatch>,
+        timeout: Duration,
+    ) -> Result<Vec<PartitionOutcome>, BrokerError> {
+        let hosted = self.hosted_topic(topic).await?;
+        let now_ms = now_ms();
+        let mut parts = Vec::new();
+        for (batch_index, batch) in batches.iter().enumerate() {
+            for (record_index, record) in batch.records.iter().enumerate() {
+                let size = record.size();
+                if size > hosted.max_message_bytes as usize {
+                    return Err(BrokerError::RecordTooLarge {
+                        topic: topic.to_string(),
+                        batch: batch_index,
+                        record: record_index,
+                        size,
+                        max: hosted.max_message_bytes as usize,
+                    });
+                }
+            }
+            for (partition, records) in self.split(batch, batch_index, &hosted, topic)? {
+                // A split batch is checked as sent, once, before its parts are built.
+                let crc = if records.len() == batch.records.len() {
+                    batch.crc32c
+                } else {
+                    None
+                };
+                let stored = StoredBatch::build(&records, now_ms, crc).map_err(|mismatch| {
+                    BrokerError::CorruptBatch {
+                        batch: batch_index,
+                        sent: mismatch.sent,
+                        computed: mismatch.computed,
+                    }
+                })?;
+                if stored.len() > self.limits.max_batch_bytes {
+                    return Err(BrokerError::invalid(
+                        format!("batches[{batch_index}]"),
+                        format!(
+                            "{} bytes of records for one partition exceed the limit of {} bytes; \
+                             split the batch",
+                            stored.len(),
+                            self.limits.max_batch_bytes
+                        ),
+                    ));
+                }
+                parts.push((batch_index, partition, records.len() as u32, stored));
+            }
+        }
+        let appends = parts.into_iter().map(|(batch_index, partition, count, stored)| {
+            let target = hosted.partitions.get(&PartitionId(partition)).cloned();
+            async move {
+                let result = match target {
+                    Some(target) => target
+                        .append(stored, timeout)
+                        .await
+                        .map(|appended| appended.base_offset),
+                    None => Err(self.not_hosted(topic, partition).await),
+                };
+                PartitionOutcome {
+                    batch_index,
+                    partition,
+                    record_count: count,
+                    result,
+                }
+            }
+        });
+        Ok(futures::future::join_all(appends).await)
+    }
+
+    /// The records of `batch` grouped by target partition, in batch order within each.
+    fn split(
+        &self,
+        batch: &ProduceBatch,
+        batch_index: usize,
+        hosted: &HostedTopic,
+        topic: &TopicName,
+    ) -> Result<BTreeMap<u32, Vec<Record>>, BrokerError> {
+        let partitions = hosted.partition_count;
+        if let Some(partition) = batch.partition {
+            if partition >= partitions {
+                return Err(BrokerError::PartitionNotFound {
+                    topic: topic.to_string(),
+                    partition,
+                    partitions,
+                });
+            }
+            let _ = batch_index;
+            return Ok(BTreeMap::from([(partition, batch.records.clone())]));
+        }
+        let keyless = self.next_keyless.fetch_add(1, Ordering::Relaxed) % partitions;
+        let mut split: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+        for record in &batch.records {
+            let partition = match &record.key {
+                Some(key) => partition_for_key(key, partitions),
+                None => keyless,
+            };
+            split.entry(partition).or_default().push(record.clone());
+        }
+        Ok(split)
+    }
+
+    /// Reads from `offset`; with `max_wait`, waits for a first record when there is none yet.
+    pub async fn fetch(
+        &self,
+        topic: &TopicName,
+        partition: u32,
+        offset: u64,
+        limits: ReadLimits,
+        max_wait: Duration,
+    ) -> Result<Fetched, BrokerError> {
+        let target = self.partition(topic, partition).await?;
+        let progress = target.check_offset(offset)?;
+        if offset == progress.high_watermark && !max_wait.is_zero() {
+            tokio::select! {
+                _ = target.wait_beyond(offset, max_wait) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+        }
+        let (read, progress) = target.read(offset, limits).await?;
+        Ok(fetched(read, progress))
+    }
+
+    /// A stream of record batches from `start`, following the tail until the client goes away,
+    /// the position leaves the stored range, or the broker shuts down.
+    pub async fn subscribe(
+        &self,
+        topic: &TopicName,
+        partition: u32,
+        start: Start,
+        limits: ReadLimits,
+    ) -> Result<impl Stream<Item = Result<Fetched, BrokerError>> + Send + 'static, BrokerError> {
+        let target = self.partition(topic, partition).await?;
+        let progress = target.progress();
+        let next = match start {
+            Start::Offset(offset) => {
+                target.check_offset(offset)?;
+                offset
+            }
+            Start::Earliest => progress.log_start_offset,
+            Start::Latest => progress.high_watermark,
+        };
+        let state = Subscription {
+            progress: target.watch_progress(),
+            partition: target,
+            next,
+            limits,
+            shutdown: self.shutdown.clone(),
+            done: false,
+        };
+        Ok(futures::stream::unfold(state, Subscription::next_batch))
+    }
+
+    /// Resolves one offset query on the partition leader.
+    pub async fn list_offset(
+        &self,
+        topic: &TopicName,
+        partition: u32,
+        query: OffsetQuery,
+    ) -> Result<ResolvedOffset, BrokerError> {
+        let target = self.partition(topic, partition).await?;
+        if !target.is_leader() {
+            return Err(target.not_leader_error());
+        }
+        let progress = target.progress();
+        Ok(match query {
+            OffsetQuery::Earliest => ResolvedOffset {
+                offset: progress.log_start_offset,
+                timestamp_ms: None,
+                progress,
+            },
+            OffsetQuery::Latest => ResolvedOffset {
+                offset: progress.high_watermark,
+                timestamp_ms: None,
+                progress,
+            },
+            OffsetQuery::Timestamp(timestamp) => {
+                let (offset, timestamp_ms, progress) = target.offset_for_timestamp(timestamp).await?;
+                ResolvedOffset {
+                    offset,
+                    timestamp_ms,
+                    progress,
+                }
+            }
+        })
+    }
+
+    /// The hosted replica of a partition, or the error that says where it is (or that it
+    /// does not exist).
+    async fn partition(&self, topic: &TopicName, partition: u32) -> Result<Arc<Partition>, BrokerError> {
+        let hosted = self.hosted_topic(topic).await?;
+        if partition >= hosted.partition_count {
+            return Err(BrokerError::PartitionNotFound {
+                topic: topic.to_string(),
+                partition,
+                partitions: hosted.partition_count,
+            });
+        }
+        match hosted.partitions.get(&PartitionId(partition)) {
+            Some(target) => Ok(target.clone()),
+            None => Err(self.not_hosted(topic, partition).await),
+        }
+    }
+
+    /// The partitions of `topic` hosted here; when there are none, asks the cluster manager
+    /// whether the topic exists at all.
+    async fn hosted_topic(&self, topic: &TopicName) -> Result<HostedTopic, BrokerError> {
+        if let Some(hosted) = self.replicas.topic(topic) {
+            return Ok(hosted);
+        }
+        match self.cluster.topic(topic.as_str()).await {
+            Ok(None) => Err(BrokerError::TopicNotFound {
+                topic: topic.to_string(),
+            }),
+            Ok(Some(metadata)) => {
+                let partitions = metadata
+                    .topics
+                    .first()
+                    .map_or(0, |t| t.partitions.len() as u32);
+                Ok(HostedTopic {
+                    partition_count: partitions,
+                    max_message_bytes: u32::MAX,
+                    partitions: BTreeMap::new(),
+                })
+            }
+            Err(err) => Err(BrokerError::Unavailable(format!(
+                "topic '{topic}' is not hosted here and the cluster manager cannot be asked: {err}"
+            ))),
+        }
+    }
+
+    /// Why a partition that exists is not served here: its leader, when the cluster manager
+    /// knows it.
+    async fn not_hosted(&self, topic: &TopicName, partition: u32) -> BrokerError {
+        let leader = match self.cluster.topic(topic.as_str()).await {
+            Ok(Some(metadata)) => metadata.topics.first().and_then(|t| {
+                let leader_id = t
+                    .partitions
+                    .iter()
+                    .find(|p| p.partition == partition)?
+                    .leader_id?;
+                let broker = metadata.brokers.iter().find(|b| b.broker_id == leader_id)?;
+                Some(LeaderHint {
+                    broker_id: leader_id,
+                    address: broker.address.clone(),
+                })
+            }),
+            _ => None,
+        };
+        match leader {
+            Some(leader) => BrokerError::NotLeader {
+                topic: topic.to_string(),
+                partition,
+                leader: Some(leader),
+            },
+            None => BrokerError::LeaderNotAvailable {
+                topic: topic.to_string(),
+                partition,
+            },
+        }
+    }
+}
+
+struct Subscription {
+    partition: Arc<Partition>,
+    progress: tokio::sync::watch::Receiver<Progress>,
+    next: u64,
+    limits: ReadLimits,
+    shutdown: CancellationToken,
+    done: bool,
+}
+
+impl Subscription {
+    async fn next_batch(mut self) -> Option<(Result<Fetched, BrokerError>, Self)> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let progress = *self.progress.borrow_and_update();
+            if self.next < progress.high_watermark || self.next < progress.log_start_offset {
+                let outcome = self.partition.read(self.next, self.limits).await;
+                match &outcome {
+                    Ok((read, _)) => self.next = read.next_offset,
+                    Err(_) => self.done = true,
+                }
+                return Some((outcome.map(|(read, progress)| fetched(read, progress)), self));
+            }
+            tokio::select! {
+                changed = self.progress.changed() => {
+                    if changed.is_err() {
+                        self.done = true;
+                        let error = BrokerError::Unavailable("the replica stopped; resubscribe".into());
+                        return Some((Err(error), self));
+                    }
+                }
+                _ = self.shutdown.cancelled() => {
+                    self.done = true;
+                    let error = BrokerError::Unavailable("the broker is shutting down; resubscribe elsewhere".into());
+                    return Some((Err(error), self));
+                }
+            }
+        }
+    }
+}
+
+fn fetched(read: ReadResult, progress: Progress) -> Fetched {
+    Fetched {
+        records: read.records,
+        next_offset: read.next_offset,
+        progress,
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,200 @@
+//! The broker's side of the control plane: registering with the cluster manager, heartbeating
+//! with the state of hosted replicas, and asking it about topics this broker does not host.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mq_common::error::{ApiError, ErrorCode};
+use mq_common::shutdown::CancellationToken;
+use mq_proto::internal as ipb;
+use mq_proto::internal::cluster_manager_internal_client::ClusterManagerInternalClient;
+use mq_proto::v1 as pb;
+use mq_proto::v1::metadata_client::MetadataClient;
+use mq_raft::transport::Peers;
+use tokio::sync::watch;
+
+use crate::partition::ReplicaStatus;
+use crate::replicas::Replicas;
+
+/// How this broker reaches the cluster manager.
+#[derive(Debug, Clone)]
+pub struct ClusterLink {
+    addresses: Vec<String>,
+    peers: Arc<Peers>,
+}
+
+/// Who this broker is, as registered.
+#[derive(Debug, Clone)]
+pub struct BrokerIdentity {
+    pub broker_id: u32,
+    pub address: String,
+    pub rack: Option<String>,
+}
+
+impl ClusterLink {
+    pub fn new(addresses: Vec<String>, peers: Arc<Peers>) -> Self {
+        Self { addresses, peers }
+    }
+
+    /// Calls `call` on cluster-manager nodes until one answers; follows not-leader hints.
+    async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, ApiError>
+    where
+        F: FnMut(tonic::transport::Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut last = ApiError::new(ErrorCode::Unavailable, "no cluster-manager address configured");
+        let mut candidates = self.addresses.clone();
+        let mut tried = 0;
+        while tried < candidates.len() && tried < 8 {
+            let address = candidates[tried].clone();
+            tried += 1;
+            let channel = match self.peers.channel(&address) {
+                Ok(channel) => channel,
+                Err(err) => {
+                    last = ApiError::new(ErrorCode::Unavailable, format!("{address}: {err}"));
+                    continue;
+                }
+            };
+            match call(channel).await {
+                Ok(value) => return Ok(value),
+                Err(status) => {
+                    last = ApiError::from_status(&status);
+                    if let Some(leader) = &last.leader
+                        && !candidates.contains(&leader.address)
+                    {
+                        candidates.insert(tried, leader.address.clone());
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    pub async fn register(&self, me: &BrokerIdentity) -> Result<(), ApiError> {
+        let request = ipb::RegisterBrokerRequest {
+            broker_id: me.broker_id,
+            address: me.address.clone(),
+            rack: me.rack.clone(),
+        };
+        self.call(|channel| {
+            let request = request.clone();
+            async move {
+                ClusterManagerInternalClient::new(channel)
+                    .register_broker(request)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .await
+    }
+
+    pub async fn heartbeat(&self, broker_id: u32, replicas: Vec<ipb::ReplicaStatus>) -> Result<(), ApiError> {
+        let request = ipb::BrokerHeartbeatRequest {
+            broker_id,
+            replicas,
+        };
+        self.call(|channel| {
+            let request = request.clone();
+            async move {
+                ClusterManagerInternalClient::new(channel)
+                    .broker_heartbeat(request)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .await
+    }
+
+    /// The cluster's view of `topic`, with its brokers; `None` when it does not exist.
+    pub async fn topic(&self, topic: &str) -> Result<Option<pb::GetMetadataResponse>, ApiError> {
+        let request = pb::GetMetadataRequest {
+            topics: vec![topic.to_owned()],
+        };
+        let outcome = self
+            .call(|channel| {
+                let request = request.clone();
+                async move {
+                    MetadataClient::new(channel)
+                        .get_metadata(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
+            })
+            .await;
+        match outcome {
+            Ok(metadata) => Ok(Some(metadata)),
+            Err(err) if err.code == ErrorCode::TopicNotFound => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// The wire form of a replica's status.
+pub fn status_to_proto(partition: &crate::partition::Partition, status: ReplicaStatus) -> ipb::ReplicaStatus {
+    let spec = partition.spec();
+    ipb::ReplicaStatus {
+        group_id: spec.group.0,
+        topic: spec.topic.to_string(),
+        partition: spec.partition.0,
+        node_id: status.node_id,
+        leader_node_id: status.leader_node_id,
+        high_watermark: status.high_watermark,
+        log_start_offset: status.log_start_offset,
+        last_log_index: status.last_log_index,
+        followers: status
+            .followers
+            .into_iter()
+            .map(|(node_id, matched_index)| ipb::FollowerProgress {
+                node_id,
+                matched_index,
+            })
+            .collect(),
+        term: status.term,
+    }
+}
+
+/// Registers this broker, then heartbeats every `interval` and whenever a hosted replica's
+/// leader changes, until `shutdown`. `registered` turns true after the first registration.
+pub async fn run_membership(
+    link: ClusterLink,
+    me: BrokerIdentity,
+    replicas: Arc<Replicas>,
+    interval: Duration,
+    registered: watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match link.register(&me).await {
+            Ok(()) => {
+                tracing::info!(broker = me.broker_id, address = %me.address, "registered with the cluster manager");
+                registered.send_replace(true);
+                break;
+            }
+            Err(err) => {
+                tracing::warn!(%err, retry_in = ?backoff, "cannot register with the cluster manager yet");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    let leader_changed = replicas.leader_changed();
+    loop {
+        let statuses = replicas
+            .all()
+            .iter()
+            .map(|p| status_to_proto(p, p.status()))
+            .collect();
+        if let Err(err) = link.heartbeat(me.broker_id, statuses).await {
+            tracing::warn!(%err, "heartbeat to the cluster manager failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+            _ = leader_changed.notified() => {}
+        }
+    }
+}

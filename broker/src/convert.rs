@@ -1,0 +1,97 @@
+//! Protobuf <-> domain conversions of the broker's messages. A missing or malformed required
+//! field becomes an `InvalidArgument` naming it, here and nowhere else.
+
+use std::collections::BTreeMap;
+
+use mq_common::ids::{GroupId, PartitionId, TopicName};
+use mq_common::records::{Header, Record};
+use mq_proto::internal as ipb;
+use mq_proto::v1 as pb;
+
+use crate::error::BrokerError;
+use crate::partition::{Member, ReplicaSpec};
+
+pub fn topic(field: &str, name: &str) -> Result<TopicName, BrokerError> {
+    TopicName::new(name).map_err(|problem| BrokerError::invalid(field, problem))
+}
+
+pub fn record_from_proto(record: pb::Record) -> Record {
+    Record {
+        key: record.key,
+        value: record.value,
+        headers: record
+            .headers
+            .into_iter()
+            .map(|h| Header {
+                key: h.key,
+                value: h.value,
+            })
+            .collect(),
+        timestamp_ms: record.timestamp_ms,
+    }
+}
+
+pub fn consumed_to_proto(offset: u64, record: Record) -> pb::ConsumedRecord {
+    pb::ConsumedRecord {
+        offset,
+        key: record.key,
+        value: record.value,
+        headers: record
+            .headers
+            .into_iter()
+            .map(|h| pb::Header {
+                key: h.key,
+                value: h.value,
+            })
+            .collect(),
+        timestamp_ms: record.timestamp_ms,
+    }
+}
+
+pub fn spec_from_proto(spec: ipb::ReplicaSpec) -> Result<ReplicaSpec, BrokerError> {
+    if spec.group_id < GroupId::FIRST_PARTITION.0 {
+        return Err(BrokerError::invalid(
+            "replica.group_id",
+            format!("{} is reserved for control groups", spec.group_id),
+        ));
+    }
+    if spec.partition >= spec.partition_count {
+        return Err(BrokerError::invalid(
+            "replica.partition",
+            format!("{} is not below partition_count {}", spec.partition, spec.partition_count),
+        ));
+    }
+    let members: BTreeMap<u64, Member> = spec
+        .members
+        .into_iter()
+        .map(|m| {
+            (
+                m.node_id,
+                Member {
+                    broker_id: m.broker_id,
+                    address: m.address,
+                },
+            )
+        })
+        .collect();
+    if spec.bootstrap && !members.contains_key(&spec.node_id) {
+        return Err(BrokerError::invalid(
+            "replica.members",
+            "a bootstrap replica must be one of the members",
+        ));
+    }
+    if spec.max_message_bytes == 0 {
+        return Err(BrokerError::invalid("replica.max_message_bytes", "must be positive"));
+    }
+    Ok(ReplicaSpec {
+        group: GroupId(spec.group_id),
+        topic: topic("replica.topic", &spec.topic)?,
+        topic_id: spec.topic_id,
+        partition: PartitionId(spec.partition),
+        partition_count: spec.partition_count,
+        node_id: spec.node_id,
+        members,
+        bootstrap: spec.bootstrap,
+        max_message_bytes: spec.max_message_bytes,
+    })
+}

@@ -1,0 +1,352 @@
+//! One partition replica: a Raft group whose log is the partition log.
+//!
+//! - [`types`]: the openraft type config and the entry payload.
+//! - [`state_machine`]: applying entries (offsets, offset index, high watermark).
+//! - [`read`]: reading records and resolving timestamps.
+//!
+//! [`Partition`] is a cheap handle: writes go to the Raft group (their single owner) and the
+//! caller awaits the reply, so a dropped request never leaves half a write; reads go straight
+//! to storage below the published high watermark.
+
+pub mod read;
+pub mod state_machine;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mq_common::error::LeaderHint;
+use mq_common::ids::{GroupId, PartitionId, TopicName, broker_of_node};
+use mq_raft::transport::{GrpcNetworkFactory, GroupRegistry, Peers, RaftGroupRpc};
+use mq_raft::{RocksLogStore, Store};
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::impls::BasicNode;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use self::read::{PartitionReader, ReadLimits, ReadResult};
+use self::state_machine::{PartitionStateMachine, Progress};
+use self::types::{Appended, PartitionCommand, PartitionRaft, PartitionTypes};
+use crate::batch::StoredBatch;
+use crate::error::BrokerError;
+
+/// A member of a partition's Raft group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub broker_id: u32,
+    pub address: String,
+}
+
+/// Everything needed to host one replica; persisted by the broker so replicas come back on
+/// restart without asking the cluster manager.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaSpec {
+    pub group: GroupId,
+    pub topic: TopicName,
+    pub topic_id: String,
+    pub partition: PartitionId,
+    pub partition_count: u32,
+    /// This replica's Raft node id.
+    pub node_id: u64,
+    /// Voters at creation, by Raft node id.
+    pub members: BTreeMap<u64, Member>,
+    /// Whether this replica initializes the group with `members`.
+    pub bootstrap: bool,
+    pub max_message_bytes: u32,
+}
+
+/// What a replica reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    pub node_id: u64,
+    pub leader_node_id: Option<u64>,
+    pub term: u64,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    pub last_log_index: u64,
+    /// On the leader: each follower's last replicated log index.
+    pub followers: Vec<(u64, Option<u64>)>,
+}
+
+/// Shared by every partition of a broker.
+#[derive(Debug, Clone)]
+pub struct PartitionContext {
+    pub store: Store,
+    pub peers: Arc<Peers>,
+    pub registry: GroupRegistry,
+    pub raft_config: Arc<openraft::Config>,
+}
+
+pub struct Partition {
+    spec: ReplicaSpec,
+    raft: PartitionRaft,
+    log: RocksLogStore<PartitionTypes>,
+    store: Store,
+    progress: watch::Receiver<Progress>,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition")
+            .field("group", &self.spec.group)
+            .field("topic", &self.spec.topic)
+            .field("partition", &self.spec.partition)
+            .finish()
+    }
+}
+
+impl Partition {
+    /// Starts the replica's Raft group (recovering its state from the store) and registers it
+    /// with the transport. A bootstrap replica initializes a new group.
+    pub async fn start(context: &PartitionContext, spec: ReplicaSpec) -> Result<Arc<Self>, BrokerError> {
+        let span = tracing::info_span!("partition", group = %spec.group, topic = %spec.topic, partition = %spec.partition);
+        async {
+            let log = RocksLogStore::<PartitionTypes>::new(context.store.clone(), spec.group);
+            let state_machine = PartitionStateMachine::open(context.store.clone(), spec.group)?;
+            let progress = state_machine.progress();
+            let network = GrpcNetworkFactory::new(context.peers.clone(), spec.group, spec.node_id);
+            let raft = openraft::Raft::new(
+                spec.node_id,
+                context.raft_config.clone(),
+                network,
+                log.clone(),
+                state_machine,
+            )
+            .await
+            .map_err(|err| raft_error(spec.group, err))?;
+            context.registry.register(
+                spec.group,
+                Arc::new(RaftGroupRpc::new(raft.clone(), spec.node_id)),
+            );
+            if spec.bootstrap
+                && !raft
+                    .is_initialized()
+                    .await
+                    .map_err(|err| raft_error(spec.group, err))?
+            {
+                let members: BTreeMap<u64, BasicNode> = spec
+                    .members
+                    .iter()
+                    .map(|(id, m)| (*id, BasicNode::new(&m.address)))
+                    .collect();
+                match raft.initialize(members).await {
+                    Ok(()) => tracing::info!("initialized raft group"),
+                    Err(RaftError::APIError(err)) => {
+                        tracing::debug!(%err, "group already initialized")
+                    }
+                    Err(RaftError::Fatal(err)) => return Err(raft_error(spec.group, err)),
+                }
+            }
+            tracing::info!(high_watermark = progress.borrow().high_watermark, "replica started");
+            Ok(Arc::new(Self {
+                log,
+                store: context.store.clone(),
+                raft,
+                progress,
+                spec,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    pub fn spec(&self) -> &ReplicaSpec {
+        &self.spec
+    }
+
+    pub fn progress(&self) -> Progress {
+        *self.progress.borrow()
+    }
+
+    /// Appends a batch through Raft; returns once it is committed and applied.
+    pub async fn append(&self, batch: StoredBatch, timeout: Duration) -> Result<Appended, BrokerError> {
+        let write = self.raft.client_write(PartitionCommand::Append(batch));
+        match tokio::time::timeout(timeout, write).await {
+            Err(_) => Err(self.timeout(timeout)),
+            Ok(Ok(response)) => Ok(response.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
+                Err(self.not_leader(forward.leader_id, forward.leader_node.map(|n| n.addr)))
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
+                Err(self.timeout(timeout))
+            }
+            Ok(Err(RaftError::APIError(err))) => Err(raft_error(self.spec.group, err)),
+            Ok(Err(RaftError::Fatal(err))) => Err(raft_error(self.spec.group, err)),
+        }
+    }
+
+    /// Waits until the high watermark passes `offset`, or `max_wait` elapses, or the replica
+    /// stops. Returns the progress then.
+    pub async fn wait_beyond(&self, offset: u64, max_wait: Duration) -> Progress {
+        let mut progress = self.progress.clone();
+        let wait = progress.wait_for(|p| p.high_watermark > offset);
+        match tokio::time::timeout(max_wait, wait).await {
+            Ok(Ok(progress)) => *progress,
+            _ => self.progress(),
+        }
+    }
+
+    /// A receiver that changes with every apply (for subscriptions).
+    pub fn watch_progress(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
+    }
+
+    /// Reads records from `offset` (which must be within the stored range).
+    pub async fn read(self: &Arc<Self>, offset: u64, limits: ReadLimits) -> Result<(ReadResult, Progress), BrokerError> {
+        let progress = self.check_offset(offset)?;
+        let partition = self.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            partition
+                .reader()
+                .read(offset, progress.high_watermark, limits)
+        })
+        .await
+        .map_err(|err| BrokerError::Io(std::io::Error::other(err)))?
+        .map_err(|err| BrokerError::from_read(self.spec.topic.as_str(), self.spec.partition.0, err))?;
+        Ok((result, progress))
+    }
+
+    /// The first offset with a timestamp at or after `timestamp_ms` (and that timestamp), or
+    /// the high watermark when none.
+    pub async fn offset_for_timestamp(self: &Arc<Self>, timestamp_ms: i64) -> Result<(u64, Option<i64>, Progress), BrokerError> {
+        let progress = self.progress();
+        let partition = self.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            partition.reader().offset_for_timestamp(
+                timestamp_ms,
+                progress.log_start_offset,
+                progress.high_watermark,
+            )
+        })
+        .await
+        .map_err(|err| BrokerError::Io(std::io::Error::other(err)))?
+        .map_err(|err| BrokerError::from_read(self.spec.topic.as_str(), self.spec.partition.0, err))?;
+        Ok(match found {
+            Some((offset, timestamp)) => (offset, Some(timestamp), progress),
+            None => (progress.high_watermark, None, progress),
+        })
+    }
+
+    /// The progress, if `offset` is within `log_start_offset..=high_watermark`.
+    pub fn check_offset(&self, offset: u64) -> Result<Progress, BrokerError> {
+        let progress = self.progress();
+        if offset < progress.log_start_offset || offset > progress.high_watermark {
+            return Err(BrokerError::OffsetOutOfRange {
+                topic: self.spec.topic.to_string(),
+                partition: self.spec.partition.0,
+                offset,
+                log_start_offset: progress.log_start_offset,
+                high_watermark: progress.high_watermark,
+            });
+        }
+        Ok(progress)
+    }
+
+    fn reader(&self) -> PartitionReader<'_> {
+        PartitionReader {
+            store: &self.store,
+            log: &self.log,
+            group: self.spec.group,
+        }
+    }
+
+    /// Whether this replica leads its group now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.is_leader()
+    }
+
+    /// The error for a request that needs the leader, with the leader when known.
+    pub fn not_leader_error(&self) -> BrokerError {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let address = metrics.current_leader.and_then(|leader| {
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .map(|node| node.addr.clone())
+        });
+        self.not_leader(metrics.current_leader, address)
+    }
+
+    fn not_leader(&self, leader: Option<u64>, address: Option<String>) -> BrokerError {
+        let (topic, partition) = (self.spec.topic.to_string(), self.spec.partition.0);
+        match (leader, address) {
+            (Some(node), Some(address)) if node != self.spec.node_id => BrokerError::NotLeader {
+                topic,
+                partition,
+                leader: Some(LeaderHint {
+                    broker_id: broker_of_node(node).0,
+                    address,
+                }),
+            },
+            _ => BrokerError::LeaderNotAvailable { topic, partition },
+        }
+    }
+
+    fn timeout(&self, timeout: Duration) -> BrokerError {
+        BrokerError::Timeout {
+            topic: self.spec.topic.to_string(),
+            partition: self.spec.partition.0,
+            timeout,
+        }
+    }
+
+    /// The replica's state, from Raft metrics and the published progress.
+    pub fn status(&self) -> ReplicaStatus {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let progress = self.progress();
+        let followers = metrics
+            .replication
+            .as_ref()
+            .map(|replication| {
+                replication
+                    .iter()
+                    .filter(|(id, _)| **id != self.spec.node_id)
+                    .map(|(id, matched)| (*id, matched.as_ref().map(|log_id| log_id.index())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ReplicaStatus {
+            node_id: self.spec.node_id,
+            leader_node_id: metrics.current_leader,
+            term: metrics.current_term,
+            high_watermark: progress.high_watermark,
+            log_start_offset: progress.log_start_offset,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            followers,
+        }
+    }
+
+    /// A receiver of this replica's leader, which changes on every election.
+    pub fn watch_leader(&self) -> impl futures::Stream<Item = Option<u64>> + Send + 'static {
+        let metrics = self.raft.metrics();
+        futures::stream::unfold((metrics, None::<Option<u64>>), |(mut metrics, last)| async move {
+            loop {
+                let leader = metrics.borrow_watched().current_leader;
+                if last != Some(leader) {
+                    return Some((leader, (metrics, Some(leader))));
+                }
+                if metrics.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+    }
+
+    /// Stops the Raft group. The replica's data stays unless the caller deletes it.
+    pub async fn shutdown(&self) {
+        if let Err(err) = self.raft.shutdown().await {
+            tracing::warn!(group = %self.spec.group, %err, "raft shutdown");
+        }
+    }
+}
+
+fn raft_error(group: GroupId, err: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Raft {
+        group: group.0,
+        message: err.to_string(),
+    }
+}

@@ -1,0 +1,166 @@
+//! Reading a partition: from an offset through the offset index into the Raft log, and finding
+//! offsets by timestamp. Blocking RocksDB reads; callers run them off the async workers.
+
+use mq_common::ids::GroupId;
+use mq_common::records::Record;
+use mq_raft::keys::{self, CF_OFFSET_INDEX};
+use mq_raft::{RocksLogStore, Store};
+use openraft::EntryPayload;
+use rocksdb::{DBRawIterator, ReadOptions};
+
+use super::state_machine::IndexEntry;
+use super::types::{PartitionCommand, PartitionTypes};
+use crate::batch::{BatchError, StoredBatch};
+
+/// How much one read may return. At least one record is returned when one is available, even
+/// if it alone exceeds `max_bytes`.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    pub max_records: usize,
+    pub max_bytes: usize,
+}
+
+/// Records read from a partition.
+#[derive(Debug, Default)]
+pub struct ReadResult {
+    /// `(offset, record)` in offset order.
+    pub records: Vec<(u64, Record)>,
+    /// The offset after the last returned record (the start offset when none).
+    pub next_offset: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("storage: {0}")]
+    Storage(#[from] std::io::Error),
+    #[error("batch at raft index {raft_index}: {source}")]
+    Corrupt {
+        raft_index: u64,
+        #[source]
+        source: BatchError,
+    },
+    #[error("offset index points at raft index {0}, which holds no batch")]
+    MissingBatch(u64),
+}
+
+/// A partition's stored data, for reads.
+#[derive(Debug)]
+pub struct PartitionReader<'a> {
+    pub store: &'a Store,
+    pub log: &'a RocksLogStore<PartitionTypes>,
+    pub group: GroupId,
+}
+
+impl PartitionReader<'_> {
+    /// Reads records at offsets `from..high_watermark` within `limits`.
+    pub fn read(
+        &self,
+        from: u64,
+        high_watermark: u64,
+        limits: ReadLimits,
+    ) -> Result<ReadResult, ReadError> {
+        let mut result = ReadResult {
+            records: Vec::new(),
+            next_offset: from,
+        };
+        if from >= high_watermark {
+            return Ok(result);
+        }
+        let mut rows = self.index_rows(high_watermark);
+        rows.seek_for_prev(keys::indexed(self.group, from));
+        if !rows.valid() {
+            rows.seek(keys::indexed(self.group, from));
+        }
+        let mut bytes = 0usize;
+        while rows.valid() {
+            let (base, row) = decode_row(&rows)?;
+            if base + u64::from(row.record_count) <= from {
+                rows.next();
+                continue;
+            }
+            let records = self.batch(row.raft_index)?.records().map_err(|source| {
+                ReadError::Corrupt {
+                    raft_index: row.raft_index,
+                    source,
+                }
+            })?;
+            for (offset, record) in (base..).zip(records) {
+                if offset < from {
+                    continue;
+                }
+                let full = result.records.len() >= limits.max_records
+                    || (!result.records.is_empty() && bytes + record.size() > limits.max_bytes);
+                if full || offset >= high_watermark {
+                    return Ok(result);
+                }
+                bytes += record.size();
+                result.next_offset = offset + 1;
+                result.records.push((offset, record));
+            }
+            rows.next();
+        }
+        rows.status().map_err(mq_raft::store::io_error)?;
+        Ok(result)
+    }
+
+    /// The first offset whose record timestamp is at or after `timestamp_ms`, with that
+    /// timestamp; `None` when no stored record is that recent.
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+        log_start_offset: u64,
+        high_watermark: u64,
+    ) -> Result<Option<(u64, i64)>, ReadError> {
+        let mut rows = self.index_rows(high_watermark);
+        rows.seek_for_prev(keys::indexed(self.group, log_start_offset));
+        if !rows.valid() {
+            rows.seek(keys::indexed(self.group, log_start_offset));
+        }
+        while rows.valid() {
+            let (base, row) = decode_row(&rows)?;
+            if row.max_timestamp_ms >= timestamp_ms {
+                let records = self.batch(row.raft_index)?.records().map_err(|source| {
+                    ReadError::Corrupt {
+                        raft_index: row.raft_index,
+                        source,
+                    }
+                })?;
+                let found = (base..)
+                    .zip(records)
+                    .find(|(offset, r)| *offset >= log_start_offset && r.timestamp_ms >= timestamp_ms);
+                if let Some((offset, record)) = found {
+                    return Ok(Some((offset, record.timestamp_ms)));
+                }
+            }
+            rows.next();
+        }
+        rows.status().map_err(mq_raft::store::io_error)?;
+        Ok(None)
+    }
+
+    /// An iterator over this group's index rows with base offsets below `high_watermark`.
+    fn index_rows(&self, high_watermark: u64) -> DBRawIterator<'_> {
+        let mut options = ReadOptions::default();
+        options.set_iterate_lower_bound(keys::indexed(self.group, 0).to_vec());
+        options.set_iterate_upper_bound(keys::indexed(self.group, high_watermark).to_vec());
+        self.store
+            .db()
+            .raw_iterator_cf_opt(self.store.cf(CF_OFFSET_INDEX), options)
+    }
+
+    fn batch(&self, raft_index: u64) -> Result<StoredBatch, ReadError> {
+        match self.log.read_entry(raft_index)? {
+            Some(entry) => match entry.payload {
+                EntryPayload::Normal(PartitionCommand::Append(batch)) => Ok(batch),
+                _ => Err(ReadError::MissingBatch(raft_index)),
+            },
+            None => Err(ReadError::MissingBatch(raft_index)),
+        }
+    }
+}
+
+fn decode_row(rows: &DBRawIterator<'_>) -> Result<(u64, IndexEntry), ReadError> {
+    let key = rows.key().expect("valid iterator has a key");
+    let value = rows.value().expect("valid iterator has a value");
+    Ok((keys::index_of(key), IndexEntry::decode(value)?))
+}

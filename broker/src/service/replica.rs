@@ -1,0 +1,66 @@
+//! `mq.internal.v1.ReplicaManager`: the cluster manager creates, removes and inspects
+//! replicas here.
+
+use std::sync::Arc;
+
+use mq_common::ids::GroupId;
+use mq_proto::internal as ipb;
+use mq_proto::internal::replica_manager_server::{ReplicaManager, ReplicaManagerServer};
+use tonic::{Request, Response, Status};
+
+use crate::cluster_link::status_to_proto;
+use crate::convert::spec_from_proto;
+use crate::error::BrokerError;
+use crate::replicas::Replicas;
+
+#[derive(Debug, Clone)]
+pub struct ReplicaService {
+    replicas: Arc<Replicas>,
+}
+
+impl ReplicaService {
+    pub fn server(replicas: Arc<Replicas>) -> ReplicaManagerServer<Self> {
+        ReplicaManagerServer::new(Self { replicas })
+    }
+}
+
+#[tonic::async_trait]
+impl ReplicaManager for ReplicaService {
+    async fn create_replica(
+        &self,
+        request: Request<ipb::CreateReplicaRequest>,
+    ) -> Result<Response<ipb::CreateReplicaResponse>, Status> {
+        let spec = request
+            .into_inner()
+            .replica
+            .ok_or_else(|| BrokerError::invalid("replica", "is required"))?;
+        let spec = spec_from_proto(spec)?;
+        self.replicas.create(spec).await?;
+        Ok(Response::new(ipb::CreateReplicaResponse {}))
+    }
+
+    async fn remove_replica(
+        &self,
+        request: Request<ipb::RemoveReplicaRequest>,
+    ) -> Result<Response<ipb::RemoveReplicaResponse>, Status> {
+        self.replicas
+            .remove(GroupId(request.into_inner().group_id))
+            .await?;
+        Ok(Response::new(ipb::RemoveReplicaResponse {}))
+    }
+
+    async fn get_replica_status(
+        &self,
+        request: Request<ipb::GetReplicaStatusRequest>,
+    ) -> Result<Response<ipb::GetReplicaStatusResponse>, Status> {
+        let wanted = request.into_inner().group_ids;
+        let replicas = self
+            .replicas
+            .all()
+            .into_iter()
+            .filter(|p| wanted.is_empty() || wanted.contains(&p.spec().group.0))
+            .map(|p| status_to_proto(&p, p.status()))
+            .collect();
+        Ok(Response::new(ipb::GetReplicaStatusResponse { replicas }))
+    }
+}

@@ -1,0 +1,547 @@
+//! [`Client`]: connections, metadata, routing and retries, and every request.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use mq_common::error::{ApiError, ErrorCode};
+use mq_common::partitioner::partition_for_key;
+use mq_common::records::{Record, records_crc32c};
+use mq_proto::v1 as pb;
+use mq_proto::v1::admin_client::AdminClient;
+use mq_proto::v1::broker_client::BrokerClient;
+use mq_proto::v1::metadata_client::MetadataClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::ClientError;
+use crate::metadata::MetadataCache;
+use crate::subscription::Subscription;
+use crate::types::{
+    BrokerInfo, FetchBatch, FetchOptions, NewTopic, OffsetSpec, PartitionOffset, StartAt,
+    TopicDescription, TopicSummary, consumed_from_proto, description_from_proto, record_to_proto,
+};
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Servers to bootstrap from (host:port); any node of the cluster will do.
+    pub servers: Vec<String>,
+    /// How long one operation may take, retries included.
+    pub request_timeout: Duration,
+    /// How long connecting to a server may take.
+    pub connect_timeout: Duration,
+    /// First backoff between retries; doubles up to `retry_backoff_max`.
+    pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
+    /// Largest gRPC message sent or received.
+    pub max_message_bytes: usize,
+    /// Send a CRC-32C with every batch so the broker detects corruption on the way.
+    pub send_checksums: bool,
+}
+
+impl ClientConfig {
+    pub fn new(servers: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            servers: servers.into_iter().map(Into::into).collect(),
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(3),
+            retry_backoff: Duration::from_millis(20),
+            retry_backoff_max: Duration::from_secs(1),
+            max_message_bytes: 64 << 20,
+            send_checksums: true,
+        }
+    }
+}
+
+/// A connection to a cluster (or a standalone node). Clone it freely.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ClientConfig,
+    channels: Mutex<HashMap<String, Channel>>,
+    metadata: RwLock<MetadataCache>,
+}
+
+/// Errors worth retrying for a request that was certainly not applied, or is safe to repeat:
+/// the partition moved, has no leader yet, or the server is unreachable or restarting.
+fn reroutable(error: &ClientError) -> bool {
+    matches!(
+        error.code(),
+        ErrorCode::NotLeader | ErrorCode::LeaderNotAvailable | ErrorCode::Unavailable
+    )
+}
+
+impl Client {
+    /// A client for `config.servers`. Connections are made when first needed.
+    pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
+        if config.servers.is_empty() {
+            return Err(ClientError::InvalidArgument("no server address given".into()));
+        }
+        let client = Self {
+            inner: Arc::new(Inner {
+                config,
+                channels: Mutex::default(),
+                metadata: RwLock::default(),
+            }),
+        };
+        for server in &client.inner.config.servers {
+            client.channel(server)?;
+        }
+        Ok(client)
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    fn channel(&self, address: &str) -> Result<Channel, ClientError> {
+        let mut channels = self.inner.channels.lock().expect("channel map lock");
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let invalid = |reason: String| ClientError::InvalidAddress {
+            address: address.to_owned(),
+            reason,
+        };
+        let uri = if address.contains("://") {
+            address.to_owned()
+        } else {
+            format!("http://{address}")
+        };
+        let channel = Endpoint::from_shared(uri)
+            .map_err(|err| invalid(err.to_string()))?
+            .connect_timeout(self.inner.config.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        channels.insert(address.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    fn broker(&self, channel: Channel) -> BrokerClient<Channel> {
+        let max = self.inner.config.max_message_bytes;
+        BrokerClient::new(channel)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max)
+    }
+
+    /// Runs `attempt` until it succeeds, fails with an error that is not worth retrying, or
+    /// the request timeout passes. `attempt` gets the time left.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Duration) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        let mut backoff = self.inner.config.retry_backoff;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let outcome = match tokio::time::timeout(left, attempt(left)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(ApiError::new(
+                    ErrorCode::Timeout,
+                    format!("no answer within {:?}", self.inner.config.request_timeout),
+                )
+                .into()),
+            };
+            match outcome {
+                Err(error) if reroutable(&error) && Instant::now() + backoff < deadline => {
+                    tracing::debug!(%error, ?backoff, "retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.inner.config.retry_backoff_max);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Calls the control plane (metadata, admin) on the configured servers in turn, following
+    /// not-leader hints.
+    async fn control<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let servers = self.inner.config.servers.clone();
+        let mut next = 0usize;
+        // A leader named by the last error, tried before the next configured server.
+        let hint: Arc<Mutex<Option<String>>> = Arc::default();
+        self.retrying(|_| {
+            let address = hint
+                .lock()
+                .expect("hint lock")
+                .take()
+                .unwrap_or_else(|| servers[next % servers.len()].clone());
+            next += 1;
+            let call = self.channel(&address).map(&call);
+            let hint = hint.clone();
+            async move {
+                let outcome = call?.await.map_err(ClientError::from);
+                if let Err(ClientError::Api(ApiError {
+                    leader: Some(leader),
+                    ..
+                })) = &outcome
+                {
+                    *hint.lock().expect("hint lock") = Some(leader.address.clone());
+                }
+                outcome
+            }
+        })
+        .await
+    }
+
+    // ---- metadata and routing -------------------------------------------------------------
+
+    /// Refreshes the cached placement of `topics` (all topics when empty).
+    pub async fn refresh_metadata(&self, topics: &[&str]) -> Result<Vec<BrokerInfo>, ClientError> {
+        let request = pb::GetMetadataRequest {
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+        };
+        let metadata = self
+            .control(|channel| {
+                let request = request.clone();
+                async move {
+                    MetadataClient::new(channel)
+                        .get_metadata(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
+            })
+            .await;
+        let metadata = match metadata {
+            Ok(metadata) => metadata,
+            Err(error) => {
+                if error.code() == ErrorCode::TopicNotFound {
+                    let mut cache = self.inner.metadata.write().expect("metadata lock");
+                    topics.iter().for_each(|t| cache.forget_topic(t));
+                }
+                return Err(error);
+            }
+        };
+        self.inner
+            .metadata
+            .write()
+            .expect("metadata lock")
+            .update(&metadata);
+        Ok(metadata
+            .brokers
+            .into_iter()
+            .map(|b| BrokerInfo {
+                broker_id: b.broker_id,
+                address: b.address,
+                rack: b.rack,
+                alive: b.alive,
+            })
+            .collect())
+    }
+
+    /// The number of partitions of `topic`.
+    pub async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
+        if let Some(route) = self.inner.metadata.read().expect("metadata lock").topic(topic) {
+            return Ok(route.leaders.len() as u32);
+        }
+        self.refresh_metadata(&[topic]).await?;
+        let cache = self.inner.metadata.read().expect("metadata lock");
+        Ok(cache.topic(topic).map_or(0, |route| route.leaders.len() as u32))
+    }
+
+    /// The partition the standard key hash assigns `key` in `topic`.
+    pub async fn partition_for_key(&self, topic: &str, key: &[u8]) -> Result<u32, ClientError> {
+        let partitions = self.partition_count(topic).await?;
+        if partitions == 0 {
+            return Err(ApiError::new(ErrorCode::TopicNotFound, format!("topic '{topic}' has no partitions")).into());
+        }
+        Ok(partition_for_key(key, partitions))
+    }
+
+    /// A channel to the leader of a partition, refreshing metadata when the cache has none.
+    async fn leader(&self, topic: &str, partition: u32) -> Result<Channel, ClientError> {
+        let cached = self
+            .inner
+            .metadata
+            .read()
+            .expect("metadata lock")
+            .leader_address(topic, partition);
+        let address = match cached {
+            Some(address) => address,
+            None => {
+                self.refresh_metadata(&[topic]).await?;
+                let cache = self.inner.metadata.read().expect("metadata lock");
+                match cache.leader_address(topic, partition) {
+                    Some(address) => address,
+                    None if cache.topic(topic).is_some_and(|r| partition as usize >= r.leaders.len()) => {
+                        return Err(ApiError::new(
+                            ErrorCode::PartitionNotFound,
+                            format!("partition: topic '{topic}' has no partition {partition}"),
+                        )
+                        .into());
+                    }
+                    None => {
+                        return Err(ApiError::new(
+                            ErrorCode::LeaderNotAvailable,
+                            format!("{topic}/{partition} has no leader yet"),
+                        )
+                        .into());
+                    }
+                }
+            }
+        };
+        self.channel(&address)
+    }
+
+    /// Updates the cache after a routing error.
+    fn learn(&self, topic: &str, partition: u32, error: &ClientError) {
+        if !reroutable(error) {
+            return;
+        }
+        let mut cache = self.inner.metadata.write().expect("metadata lock");
+        match error {
+            ClientError::Api(ApiError {
+                leader: Some(leader),
+                ..
+            }) => cache.set_leader(topic, partition, leader),
+            _ => cache.forget_leader(topic, partition),
+        }
+    }
+
+    // ---- data -----------------------------------------------------------------------------
+
+    /// Appends `records` to one partition as one atomic batch; returns the offset of the first.
+    pub async fn produce(&self, topic: &str, partition: u32, records: Vec<Record>) -> Result<u64, ClientError> {
+        if records.is_empty() {
+            return Err(ClientError::InvalidArgument("records: at least one record is required".into()));
+        }
+        let crc32c = self.inner.config.send_checksums.then(|| records_crc32c(&records));
+        let batch = pb::PartitionBatch {
+            partition: Some(partition),
+            records: records.iter().map(record_to_proto).collect(),
+            crc32c,
+        };
+        self.retrying(|left| {
+            let request = pb::ProduceRequest {
+                topic: topic.to_owned(),
+                batches: vec![batch.clone()],
+                timeout_ms: left.as_millis().min(u128::from(u32::MAX)) as u32,
+            };
+            async move {
+                let outcome = async {
+                    let channel = self.leader(topic, partition).await?;
+                    let response = self.broker(channel).produce(request).await?.into_inner();
+                    let result = response.results.into_iter().next().ok_or_else(|| {
+                        ClientError::Api(ApiError::new(ErrorCode::Internal, "empty produce response"))
+                    })?;
+                    match result.error {
+                        Some(error) => Err(ClientError::Api(ApiError::from_partition_error(&error))),
+                        None => Ok(result.base_offset),
+                    }
+                }
+                .await;
+                if let Err(error) = &outcome {
+                    self.learn(topic, partition, error);
+                }
+                outcome
+            }
+        })
+        .await
+    }
+
+    /// Reads records of a partition from `offset`.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        options: FetchOptions,
+    ) -> Result<FetchBatch, ClientError> {
+        let request = pb::FetchRequest {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            max_records: options.max_records,
+            max_bytes: options.max_bytes,
+            max_wait_ms: options.max_wait.as_millis().min(u128::from(u32::MAX)) as u32,
+        };
+        self.retrying(|_| {
+            let request = request.clone();
+            async move {
+                let outcome = async {
+                    let channel = self.leader(topic, partition).await?;
+                    Ok(self.broker(channel).fetch(request).await?.into_inner())
+                }
+                .await;
+                if let Err(error) = &outcome {
+                    self.learn(topic, partition, error);
+                }
+                outcome
+            }
+        })
+        .await
+        .map(|response| FetchBatch {
+            records: response.records.into_iter().map(consumed_from_proto).collect(),
+            high_watermark: response.high_watermark,
+            log_start_offset: response.log_start_offset,
+            next_offset: response.next_offset,
+        })
+    }
+
+    /// A stream of the partition's records from `start`, following the tail.
+    pub async fn subscribe(&self, topic: &str, partition: u32, start: StartAt) -> Result<Subscription, ClientError> {
+        Subscription::open(self.clone(), topic.to_owned(), partition, start).await
+    }
+
+    /// Opens one `Subscribe` stream on the partition leader (no resumption).
+    pub(crate) async fn open_stream(
+        &self,
+        topic: &str,
+        partition: u32,
+        start: StartAt,
+    ) -> Result<tonic::Streaming<pb::SubscribeResponse>, ClientError> {
+        let start = match start {
+            StartAt::Offset(offset) => pb::subscribe_request::Start::Offset(offset),
+            StartAt::Earliest => pb::subscribe_request::Start::Position(pb::StartPosition::Earliest.into()),
+            StartAt::Latest => pb::subscribe_request::Start::Position(pb::StartPosition::Latest.into()),
+        };
+        let request = pb::SubscribeRequest {
+            topic: topic.to_owned(),
+            partition,
+            start: Some(start),
+            max_records: 0,
+            max_bytes: 0,
+        };
+        self.retrying(|_| {
+            let request = request.clone();
+            async move {
+                let outcome = async {
+                    let channel = self.leader(topic, partition).await?;
+                    Ok(self.broker(channel).subscribe(request).await?.into_inner())
+                }
+                .await;
+                if let Err(error) = &outcome {
+                    self.learn(topic, partition, error);
+                }
+                outcome
+            }
+        })
+        .await
+    }
+
+    pub(crate) fn after_stream_error(&self, topic: &str, partition: u32, error: &ClientError) {
+        self.learn(topic, partition, error);
+    }
+
+    /// Resolves an offset of a partition on its leader.
+    pub async fn list_offset(&self, topic: &str, partition: u32, spec: OffsetSpec) -> Result<PartitionOffset, ClientError> {
+        let (spec, timestamp_ms) = match spec {
+            OffsetSpec::Earliest => (pb::OffsetSpec::Earliest, 0),
+            OffsetSpec::Latest => (pb::OffsetSpec::Latest, 0),
+            OffsetSpec::Timestamp(ts) => (pb::OffsetSpec::Timestamp, ts),
+        };
+        let request = pb::ListOffsetsRequest {
+            topic: topic.to_owned(),
+            queries: vec![pb::OffsetQuery {
+                partition,
+                spec: spec.into(),
+                timestamp_ms,
+            }],
+        };
+        self.retrying(|_| {
+            let request = request.clone();
+            async move {
+                let outcome = async {
+                    let channel = self.leader(topic, partition).await?;
+                    let response = self.broker(channel).list_offsets(request).await?.into_inner();
+                    let result = response.results.into_iter().next().ok_or_else(|| {
+                        ClientError::Api(ApiError::new(ErrorCode::Internal, "empty list offsets response"))
+                    })?;
+                    match &result.error {
+                        Some(error) => Err(ClientError::Api(ApiError::from_partition_error(error))),
+                        None => Ok(PartitionOffset {
+                            partition: result.partition,
+                            offset: result.offset,
+                            timestamp_ms: result.timestamp_ms,
+                            high_watermark: result.high_watermark,
+                            log_start_offset: result.log_start_offset,
+                        }),
+                    }
+                }
+                .await;
+                if let Err(error) = &outcome {
+                    self.learn(topic, partition, error);
+                }
+                outcome
+            }
+        })
+        .await
+    }
+
+    // ---- admin ----------------------------------------------------------------------------
+
+    pub async fn create_topic(&self, name: &str, topic: NewTopic) -> Result<TopicDescription, ClientError> {
+        let request = pb::CreateTopicRequest {
+            name: name.to_owned(),
+            partitions: topic.partitions,
+            replication_factor: topic.replication_factor,
+            configs: topic.configs.into_iter().collect(),
+        };
+        let response = self
+            .control(|channel| {
+                let request = request.clone();
+                async move { AdminClient::new(channel).create_topic(request).await }
+            })
+            .await?
+            .into_inner();
+        self.inner.metadata.write().expect("metadata lock").forget_topic(name);
+        response
+            .topic
+            .map(description_from_proto)
+            .ok_or_else(|| ApiError::new(ErrorCode::Internal, "empty create topic response").into())
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        let request = pb::DeleteTopicRequest { name: name.to_owned() };
+        self.control(|channel| {
+            let request = request.clone();
+            async move { AdminClient::new(channel).delete_topic(request).await }
+        })
+        .await?;
+        self.inner.metadata.write().expect("metadata lock").forget_topic(name);
+        Ok(())
+    }
+
+    pub async fn list_topics(&self) -> Result<Vec<TopicSummary>, ClientError> {
+        let response = self
+            .control(|channel| async move { AdminClient::new(channel).list_topics(pb::ListTopicsRequest {}).await })
+            .await?
+            .into_inner();
+        Ok(response
+            .topics
+            .into_iter()
+            .map(|t| TopicSummary {
+                name: t.name,
+                partitions: t.partitions,
+                replication_factor: t.replication_factor,
+            })
+            .collect())
+    }
+
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
+        let request = pb::DescribeTopicRequest { name: name.to_owned() };
+        let response = self
+            .control(|channel| {
+                let request = request.clone();
+                async move { AdminClient::new(channel).describe_topic(request).await }
+            })
+            .await?
+            .into_inner();
+        response
+            .topic
+            .map(description_from_proto)
+            .ok_or_else(|| ApiError::new(ErrorCode::Internal, "empty describe topic response").into())
+    }
+}

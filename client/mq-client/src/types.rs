@@ -1,0 +1,194 @@
+//! The client's domain types: what callers pass and get, converted from and to protobuf here.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use mq_common::records::{Header, Record};
+use mq_proto::v1 as pb;
+use serde::Serialize;
+
+/// A record read back, with its offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedRecord {
+    pub offset: u64,
+    pub record: Record,
+}
+
+/// Records fetched from a partition, with its positions.
+#[derive(Debug, Clone, Default)]
+pub struct FetchBatch {
+    pub records: Vec<ConsumedRecord>,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    /// The offset to fetch next.
+    pub next_offset: u64,
+}
+
+/// Limits of one fetch. Zero values mean the server's defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FetchOptions {
+    pub max_records: u32,
+    pub max_bytes: u32,
+    /// Long poll: wait this long for a first record when none is available yet.
+    pub max_wait: Duration,
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    Offset(u64),
+    Earliest,
+    Latest,
+}
+
+/// What `list_offset` resolves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    Earliest,
+    Latest,
+    /// The first offset whose record timestamp (ms since the epoch) is at or after this.
+    Timestamp(i64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PartitionOffset {
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp_ms: Option<i64>,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+}
+
+/// Settings of a topic to create; unset fields take the cluster's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct NewTopic {
+    pub partitions: Option<u32>,
+    pub replication_factor: Option<u32>,
+    pub configs: BTreeMap<String, String>,
+}
+
+impl NewTopic {
+    pub fn partitions(mut self, partitions: u32) -> Self {
+        self.partitions = Some(partitions);
+        self
+    }
+
+    pub fn replication_factor(mut self, replication_factor: u32) -> Self {
+        self.replication_factor = Some(replication_factor);
+        self
+    }
+
+    pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.configs.insert(key.into(), value.into());
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicSummary {
+    pub name: String,
+    pub partitions: u32,
+    pub replication_factor: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicDescription {
+    pub name: String,
+    pub topic_id: String,
+    pub replication_factor: u32,
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionInfo>,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    pub leader_id: Option<u32>,
+    pub replicas: Vec<ReplicaInfo>,
+    pub high_watermark: Option<u64>,
+    pub log_start_offset: Option<u64>,
+    pub group_id: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplicaInfo {
+    pub broker_id: u32,
+    pub address: String,
+    pub in_sync: bool,
+    pub lag_entries: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokerInfo {
+    pub broker_id: u32,
+    pub address: String,
+    pub rack: Option<String>,
+    pub alive: bool,
+}
+
+pub(crate) fn record_to_proto(record: &Record) -> pb::Record {
+    pb::Record {
+        key: record.key.clone(),
+        value: record.value.clone(),
+        headers: record
+            .headers
+            .iter()
+            .map(|h| pb::Header {
+                key: h.key.clone(),
+                value: h.value.clone(),
+            })
+            .collect(),
+        timestamp_ms: record.timestamp_ms,
+    }
+}
+
+pub(crate) fn consumed_from_proto(record: pb::ConsumedRecord) -> ConsumedRecord {
+    ConsumedRecord {
+        offset: record.offset,
+        record: Record {
+            key: record.key,
+            value: record.value,
+            headers: record
+                .headers
+                .into_iter()
+                .map(|h| Header {
+                    key: h.key,
+                    value: h.value,
+                })
+                .collect(),
+            timestamp_ms: record.timestamp_ms,
+        },
+    }
+}
+
+pub(crate) fn description_from_proto(topic: pb::TopicDescription) -> TopicDescription {
+    TopicDescription {
+        name: topic.name,
+        topic_id: topic.topic_id,
+        replication_factor: topic.replication_factor,
+        configs: topic.configs.into_iter().collect(),
+        created_at_ms: topic.created_at_ms,
+        partitions: topic
+            .partitions
+            .into_iter()
+            .map(|p| PartitionInfo {
+                partition: p.partition,
+                leader_id: p.leader_id,
+                high_watermark: p.high_watermark,
+                log_start_offset: p.log_start_offset,
+                group_id: p.group_id,
+                replicas: p
+                    .replicas
+                    .into_iter()
+                    .map(|r| ReplicaInfo {
+                        broker_id: r.broker_id,
+                        address: r.address,
+                        in_sync: r.in_sync,
+                        lag_entries: r.lag_entries,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}

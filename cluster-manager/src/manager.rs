@@ -1,0 +1,756 @@
+//! The cluster manager without its transport: topic management, broker membership and
+//! liveness, and the reconciler that makes brokers host exactly their assigned replicas.
+//!
+//! Decisions are pure ([`crate::placement`], [`ClusterState::apply`]); this module runs them:
+//! it proposes commands through Raft, remembers what brokers report (in memory, on every
+//! node), and on the leader calls brokers' `ReplicaManager` RPCs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mq_common::error::LeaderHint;
+use mq_common::ids::{BrokerId, GroupId, TopicName, broker_of_node};
+use mq_common::shutdown::CancellationToken;
+use mq_proto::internal as ipb;
+use mq_proto::internal::replica_manager_client::ReplicaManagerClient;
+use mq_raft::Store;
+use mq_raft::transport::{GrpcNetworkFactory, GroupRegistry, Peers, RaftGroupRpc};
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::impls::BasicNode;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::config::{
+    ClusterManagerConfig, DEFAULT_MAX_MESSAGE_BYTES, MAX_MAX_MESSAGE_BYTES, MAX_PARTITIONS,
+};
+use crate::error::CmError;
+use crate::placement::{self, Candidate};
+use crate::state::{BrokerRecord, ClusterState, MetaCommand, MetaResponse, TopicRecord};
+use crate::state_machine::{MetaStateMachine, SharedState};
+use crate::types::MetaRaft;
+
+/// The topic config keys this version understands.
+pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
+
+/// A request to create a topic, validated by the caller's translation layer except for what
+/// needs the cluster's state.
+#[derive(Debug, Clone)]
+pub struct CreateTopic {
+    pub name: TopicName,
+    pub partitions: u32,
+    pub replication_factor: Option<u32>,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// What a broker last said about one replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaReport {
+    pub group: GroupId,
+    pub node_id: u64,
+    pub leader_node_id: Option<u64>,
+    pub term: u64,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    pub last_log_index: u64,
+    pub followers: Vec<(u64, Option<u64>)>,
+}
+
+/// A topic with what is known of its partitions right now.
+#[derive(Debug, Clone)]
+pub struct TopicView {
+    pub topic: TopicRecord,
+    pub partitions: Vec<PartitionView>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PartitionView {
+    pub leader: Option<BrokerId>,
+    pub high_watermark: Option<u64>,
+    pub log_start_offset: Option<u64>,
+    /// Per replica (in placement order): in sync, and entries behind the leader when known.
+    pub replicas: Vec<(bool, Option<u64>)>,
+}
+
+/// A broker with its liveness.
+#[derive(Debug, Clone)]
+pub struct BrokerView {
+    pub broker: BrokerRecord,
+    pub alive: bool,
+}
+
+#[derive(Debug, Default)]
+struct Reports {
+    /// Last heartbeat (or registration) and the replicas it reported, per broker.
+    brokers: HashMap<BrokerId, (Instant, Vec<ReplicaReport>)>,
+    /// Replicas asked for recently, not yet seen in a heartbeat: not asked again before then.
+    requested: HashMap<(BrokerId, GroupId), Instant>,
+}
+
+/// Process-wide pieces the cluster manager shares with a co-located broker.
+#[derive(Debug, Clone)]
+pub struct ClusterManagerContext {
+    pub store: Store,
+    pub peers: Arc<Peers>,
+    pub registry: GroupRegistry,
+    /// Where this node serves the cluster manager's services.
+    pub advertised_address: String,
+}
+
+pub struct ClusterManager {
+    raft: MetaRaft,
+    state: SharedState,
+    reports: Mutex<Reports>,
+    peers: Arc<Peers>,
+    config: ClusterManagerConfig,
+    reconcile: Notify,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ClusterManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterManager")
+            .field("node_id", &self.config.node_id)
+            .finish()
+    }
+}
+
+impl ClusterManager {
+    /// Starts the cluster manager's Raft group on the shared store (initializing it as a
+    /// single voter on first start) and its reconciler.
+    pub async fn start(
+        context: ClusterManagerContext,
+        config: ClusterManagerConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, CmError> {
+        let raft_config = Arc::new(config.raft_config().map_err(CmError::Raft)?);
+        let state_machine = MetaStateMachine::open(context.store.clone())?;
+        let state = state_machine.shared_state();
+        let log = mq_raft::RocksLogStore::new(context.store.clone(), GroupId::CLUSTER_MANAGER);
+        let network = GrpcNetworkFactory::new(context.peers.clone(), GroupId::CLUSTER_MANAGER, config.node_id);
+        let raft = openraft::Raft::new(config.node_id, raft_config, network, log, state_machine)
+            .await
+            .map_err(|err| CmError::Raft(err.to_string()))?;
+        context.registry.register(
+            GroupId::CLUSTER_MANAGER,
+            Arc::new(RaftGroupRpc::new(raft.clone(), config.node_id)),
+        );
+        if !raft
+            .is_initialized()
+            .await
+            .map_err(|err| CmError::Raft(err.to_string()))?
+        {
+            let members = BTreeMap::from([(config.node_id, BasicNode::new(&context.advertised_address))]);
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!(node = config.node_id, "initialized the cluster manager group"),
+                Err(RaftError::APIError(err)) => tracing::debug!(%err, "already initialized"),
+                Err(RaftError::Fatal(err)) => return Err(CmError::Raft(err.to_string())),
+            }
+        }
+        let manager = Arc::new(Self {
+            raft,
+            state,
+            reports: Mutex::default(),
+            peers: context.peers,
+            config,
+            reconcile: Notify::new(),
+            tasks: Mutex::default(),
+        });
+        let reconciler = tokio::spawn(manager.clone().run_reconciler(shutdown));
+        manager.tasks.lock().expect("tasks lock").push(reconciler);
+        Ok(manager)
+    }
+
+    /// Creates a topic: validates, places, commits, asks brokers to create the replicas, and
+    /// waits (bounded) for the partitions to elect leaders.
+    pub async fn create_topic(&self, request: CreateTopic) -> Result<TopicView, CmError> {
+        if request.partitions == 0 || request.partitions > MAX_PARTITIONS {
+            return Err(CmError::invalid(
+                "partitions",
+                format!("must be between 1 and {MAX_PARTITIONS}, got {}", request.partitions),
+            ));
+        }
+        let replication_factor = request
+            .replication_factor
+            .unwrap_or(self.config.default_replication_factor);
+        if replication_factor == 0 {
+            return Err(CmError::invalid("replication_factor", "must be at least 1"));
+        }
+        let configs = effective_configs(&request.configs)?;
+        let placement = {
+            let state = self.state.read().expect("state lock");
+            if state.topics.contains_key(&request.name) {
+                return Err(CmError::TopicExists {
+                    topic: request.name.to_string(),
+                });
+            }
+            let counts = state.replica_counts();
+            let reports = self.reports.lock().expect("reports lock");
+            let candidates: Vec<Candidate> = self
+                .live_brokers(&state, &reports)
+                .into_iter()
+                .map(|broker| {
+                    let (replicas, leaders) = counts.get(&broker.id).copied().unwrap_or_default();
+                    Candidate {
+                        id: broker.id,
+                        rack: broker.rack.clone(),
+                        replicas,
+                        leaders,
+                    }
+                })
+                .collect();
+            placement::place(&candidates, request.partitions, replication_factor).map_err(|e| {
+                CmError::NotEnoughBrokers {
+                    requested: e.requested,
+                    live: e.live,
+                }
+            })?
+        };
+        let command = MetaCommand::CreateTopic {
+            name: request.name.clone(),
+            topic_id: uuid::Uuid::new_v4().to_string(),
+            configs,
+            placement,
+            created_at_ms: now_ms(),
+        };
+        let topic = match self.propose(command).await? {
+            MetaResponse::TopicCreated(topic) => topic,
+            MetaResponse::TopicExists => {
+                return Err(CmError::TopicExists {
+                    topic: request.name.to_string(),
+                });
+            }
+            other => return Err(CmError::Raft(format!("unexpected reply {other:?}"))),
+        };
+        tracing::info!(topic = %topic.name, partitions = topic.partitions.len(), replication_factor, "topic created");
+        self.create_replicas(&topic).await;
+        let deadline = Instant::now() + self.config.create_topic_wait;
+        while Instant::now() < deadline {
+            let view = self.view(&topic);
+            if view.partitions.iter().all(|p| p.leader.is_some()) {
+                return Ok(view);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::warn!(topic = %topic.name, "not every partition has a leader yet");
+        Ok(self.view(&topic))
+    }
+
+    /// Deletes a topic; brokers drop its replicas when the reconciler tells them.
+    pub async fn delete_topic(&self, name: &TopicName) -> Result<(), CmError> {
+        match self.propose(MetaCommand::DeleteTopic { name: name.clone() }).await? {
+            MetaResponse::TopicNotFound => Err(CmError::TopicNotFound {
+                topic: name.to_string(),
+            }),
+            _ => {
+                tracing::info!(topic = %name, "topic deleted");
+                self.reconcile.notify_one();
+                Ok(())
+            }
+        }
+    }
+
+    pub fn list_topics(&self) -> Vec<TopicRecord> {
+        self.state
+            .read()
+            .expect("state lock")
+            .topics
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// A topic with fresh figures: leaders are asked for their replicas' state.
+    pub async fn describe_topic(&self, name: &TopicName) -> Result<TopicView, CmError> {
+        let topic = self.topic(name)?;
+        self.refresh_leaders(&topic).await;
+        Ok(self.view(&topic))
+    }
+
+    pub fn topic(&self, name: &TopicName) -> Result<TopicRecord, CmError> {
+        self.state
+            .read()
+            .expect("state lock")
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| CmError::TopicNotFound {
+                topic: name.to_string(),
+            })
+    }
+
+    /// Brokers and the named topics (all when `names` is empty).
+    pub fn metadata(&self, names: &[TopicName]) -> Result<(Vec<BrokerView>, Vec<TopicView>), CmError> {
+        let topics = if names.is_empty() {
+            self.list_topics()
+        } else {
+            names.iter().map(|n| self.topic(n)).collect::<Result<_, _>>()?
+        };
+        let views = topics.iter().map(|t| self.view(t)).collect();
+        Ok((self.brokers(), views))
+    }
+
+    pub fn brokers(&self) -> Vec<BrokerView> {
+        let state = self.state.read().expect("state lock");
+        let reports = self.reports.lock().expect("reports lock");
+        state
+            .brokers
+            .values()
+            .map(|broker| BrokerView {
+                alive: self.is_alive(&reports, broker.id),
+                broker: broker.clone(),
+            })
+            .collect()
+    }
+
+    /// Records a broker's registration (committed only when something changed).
+    pub async fn register_broker(&self, broker: BrokerRecord) -> Result<(), CmError> {
+        let known = self.state.read().expect("state lock").brokers.get(&broker.id) == Some(&broker);
+        if !known {
+            self.propose(MetaCommand::RegisterBroker(broker.clone())).await?;
+            tracing::info!(broker = %broker.id, address = %broker.address, "broker registered");
+        } else if !self.raft.is_leader() {
+            return Err(self.not_leader());
+        }
+        self.reports
+            .lock()
+            .expect("reports lock")
+            .brokers
+            .entry(broker.id)
+            .or_insert_with(|| (Instant::now(), Vec::new()))
+            .0 = Instant::now();
+        self.reconcile.notify_one();
+        Ok(())
+    }
+
+    /// Records a heartbeat. Brokers heartbeat every cluster-manager node they reach; only the
+    /// leader acts on it, but every node keeps it so a new leader starts warm.
+    pub fn heartbeat(&self, broker: BrokerId, replicas: Vec<ReplicaReport>) -> Result<(), CmError> {
+        if !self.state.read().expect("state lock").brokers.contains_key(&broker) {
+            return Err(CmError::invalid(
+                "broker_id",
+                format!("broker {broker} is not registered; register first"),
+            ));
+        }
+        let mut reports = self.reports.lock().expect("reports lock");
+        let changed = reports
+            .brokers
+            .get(&broker)
+            .is_none_or(|(_, previous)| hosted_groups(previous) != hosted_groups(&replicas));
+        for report in &replicas {
+            reports.requested.remove(&(broker, report.group));
+        }
+        reports.brokers.insert(broker, (Instant::now(), replicas));
+        drop(reports);
+        if changed {
+            self.reconcile.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Stops the reconciler and the Raft group.
+    pub async fn shutdown(&self) {
+        let tasks: Vec<_> = self.tasks.lock().expect("tasks lock").drain(..).collect();
+        for task in tasks {
+            task.abort();
+        }
+        if let Err(err) = self.raft.shutdown().await {
+            tracing::warn!(%err, "cluster manager raft shutdown");
+        }
+    }
+
+    async fn propose(&self, command: MetaCommand) -> Result<MetaResponse, CmError> {
+        match self.raft.client_write(command).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(match (forward.leader_id, forward.leader_node) {
+                    (Some(id), Some(node)) => CmError::NotLeader {
+                        leader: Some(LeaderHint {
+                            broker_id: id as u32,
+                            address: node.addr,
+                        }),
+                    },
+                    _ => CmError::LeaderNotAvailable,
+                })
+            }
+            Err(err) => Err(CmError::Raft(err.to_string())),
+        }
+    }
+
+    fn not_leader(&self) -> CmError {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let leader = metrics.current_leader.and_then(|id| {
+            let node = metrics.membership_config.membership().get_node(&id)?.clone();
+            Some(LeaderHint {
+                broker_id: id as u32,
+                address: node.addr,
+            })
+        });
+        match leader {
+            Some(leader) => CmError::NotLeader { leader: Some(leader) },
+            None => CmError::LeaderNotAvailable,
+        }
+    }
+
+    fn is_alive(&self, reports: &Reports, broker: BrokerId) -> bool {
+        reports
+            .brokers
+            .get(&broker)
+            .is_some_and(|(seen, _)| seen.elapsed() < self.config.broker_session_timeout)
+    }
+
+    /// Locks: always the state before the reports.
+    fn live_brokers<'a>(&self, state: &'a ClusterState, reports: &Reports) -> Vec<&'a BrokerRecord> {
+        state
+            .brokers
+            .values()
+            .filter(|b| self.is_alive(reports, b.id))
+            .collect()
+    }
+
+    /// The topic with what brokers last reported.
+    fn view(&self, topic: &TopicRecord) -> TopicView {
+        let reports = self.reports.lock().expect("reports lock");
+        let partitions = topic
+            .partitions
+            .iter()
+            .map(|partition| {
+                let group_reports: Vec<&ReplicaReport> = reports
+                    .brokers
+                    .values()
+                    .flat_map(|(_, replicas)| replicas.iter())
+                    .filter(|r| r.group == partition.group)
+                    .collect();
+                // The leader's own report, from the highest term any replica has seen.
+                let leader_report = group_reports
+                    .iter()
+                    .filter(|r| r.leader_node_id == Some(r.node_id))
+                    .max_by_key(|r| r.term)
+                    .copied();
+                let replicas = partition
+                    .replicas
+                    .iter()
+                    .map(|replica| match leader_report {
+                        Some(leader) if leader.node_id == replica.node_id => (true, Some(0)),
+                        Some(leader) => {
+                            let matched = leader
+                                .followers
+                                .iter()
+                                .find(|(id, _)| *id == replica.node_id)
+                                .and_then(|(_, m)| *m);
+                            match matched {
+                                Some(index) => {
+                                    let lag = leader.last_log_index.saturating_sub(index);
+                                    (lag == 0, Some(lag))
+                                }
+                                None => (false, None),
+                            }
+                        }
+                        None => (false, None),
+                    })
+                    .collect();
+                PartitionView {
+                    leader: leader_report.map(|r| broker_of_node(r.node_id)),
+                    high_watermark: leader_report.map(|r| r.high_watermark),
+                    log_start_offset: leader_report.map(|r| r.log_start_offset),
+                    replicas,
+                }
+            })
+            .collect();
+        TopicView {
+            topic: topic.clone(),
+            partitions,
+        }
+    }
+
+    /// Asks each broker hosting a replica of `topic` for fresh status, and records it.
+    async fn refresh_leaders(&self, topic: &TopicRecord) {
+        let by_broker: BTreeMap<BrokerId, Vec<u64>> =
+            topic
+                .partitions
+                .iter()
+                .fold(BTreeMap::new(), |mut acc, partition| {
+                    for replica in &partition.replicas {
+                        acc.entry(replica.broker)
+                            .or_insert_with(Vec::new)
+                            .push(partition.group.0);
+                    }
+                    acc
+                });
+        let calls = by_broker.into_iter().filter_map(|(broker, groups)| {
+            let client = self.broker_client(broker)?;
+            Some(async move {
+                let mut client = client;
+                let request = ipb::GetReplicaStatusRequest { group_ids: groups };
+                let call = client.get_replica_status(request);
+                match tokio::time::timeout(Duration::from_secs(2), call).await {
+                    Ok(Ok(reply)) => Some((broker, reply.into_inner().replicas)),
+                    _ => None,
+                }
+            })
+        });
+        let replies = futures::future::join_all(calls).await;
+        let mut reports = self.reports.lock().expect("reports lock");
+        for (broker, statuses) in replies.into_iter().flatten() {
+            if let Some((_, known)) = reports.brokers.get_mut(&broker) {
+                for status in statuses {
+                    let fresh = report_from_proto(&status);
+                    match known.iter_mut().find(|r| r.group == fresh.group) {
+                        Some(slot) => *slot = fresh,
+                        None => known.push(fresh),
+                    }
+                }
+            }
+        }
+    }
+
+    fn broker_client(&self, broker: BrokerId) -> Option<ReplicaManagerClient<tonic::transport::Channel>> {
+        let address = self
+            .state
+            .read()
+            .expect("state lock")
+            .brokers
+            .get(&broker)?
+            .address
+            .clone();
+        let channel = self.peers.channel(&address).ok()?;
+        Some(ReplicaManagerClient::new(channel))
+    }
+
+    /// Asks every broker of `topic` to create its replicas, concurrently.
+    async fn create_replicas(&self, topic: &TopicRecord) {
+        let calls = topic.partitions.iter().flat_map(|partition| {
+            partition
+                .replicas
+                .iter()
+                .map(move |replica| self.create_replica(topic, partition, replica))
+        });
+        futures::future::join_all(calls).await;
+    }
+
+    async fn create_replica(
+        &self,
+        topic: &TopicRecord,
+        partition: &crate::state::PartitionRecord,
+        replica: &crate::state::ReplicaRecord,
+    ) {
+        let spec = {
+            let state = self.state.read().expect("state lock");
+            replica_spec(&state, topic, partition, replica)
+        };
+        let Some(mut client) = self.broker_client(replica.broker) else {
+            return;
+        };
+        self.reports
+            .lock()
+            .expect("reports lock")
+            .requested
+            .insert((replica.broker, partition.group), Instant::now());
+        let request = ipb::CreateReplicaRequest {
+            replica: Some(spec),
+        };
+        match tokio::time::timeout(Duration::from_secs(10), client.create_replica(request)).await {
+            Ok(Ok(_)) => {
+                tracing::debug!(topic = %topic.name, group = %partition.group, broker = %replica.broker, "replica created")
+            }
+            Ok(Err(status)) => {
+                tracing::warn!(topic = %topic.name, group = %partition.group, broker = %replica.broker, %status, "create replica failed")
+            }
+            Err(_) => {
+                tracing::warn!(topic = %topic.name, group = %partition.group, broker = %replica.broker, "create replica timed out")
+            }
+        }
+    }
+
+    async fn run_reconciler(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.reconcile.notified() => {}
+                _ = tokio::time::sleep(self.config.reconcile_interval) => {}
+            }
+            self.reconcile_once().await;
+        }
+    }
+
+    /// On the leader, with state known to be current: each live broker hosts exactly its
+    /// assigned replicas.
+    async fn reconcile_once(&self) {
+        if !self.raft.is_leader() {
+            return;
+        }
+        if let Err(err) = self
+            .raft
+            .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+            .await
+        {
+            tracing::debug!(%err, "reconcile skipped: state not confirmed current");
+            return;
+        }
+        let state = self.state.read().expect("state lock").clone();
+        let mut creates = Vec::new();
+        let mut removes = Vec::new();
+        {
+            let reports = self.reports.lock().expect("reports lock");
+            for broker in self.live_brokers(&state, &reports) {
+                let hosted: HashMap<GroupId, u64> = reports
+                    .brokers
+                    .get(&broker.id)
+                    .map(|(_, replicas)| replicas.iter().map(|r| (r.group, r.node_id)).collect())
+                    .unwrap_or_default();
+                let assigned = state.replicas_on(broker.id);
+                for (topic, partition, replica) in &assigned {
+                    let recently_asked = reports
+                        .requested
+                        .get(&(broker.id, partition.group))
+                        .is_some_and(|at| at.elapsed() < Duration::from_secs(10));
+                    if hosted.get(&partition.group) != Some(&replica.node_id) && !recently_asked {
+                        creates.push(((*topic).clone(), (*partition).clone(), (*replica).clone()));
+                    }
+                }
+                for group in hosted.keys() {
+                    if !assigned.iter().any(|(_, p, _)| p.group == *group) {
+                        removes.push((broker.id, *group));
+                    }
+                }
+            }
+        }
+        for (topic, partition, replica) in &creates {
+            self.create_replica(topic, partition, replica).await;
+        }
+        for (broker, group) in removes {
+            let Some(mut client) = self.broker_client(broker) else {
+                continue;
+            };
+            let request = ipb::RemoveReplicaRequest { group_id: group.0 };
+            match tokio::time::timeout(Duration::from_secs(10), client.remove_replica(request)).await {
+                Ok(Ok(_)) => {
+                    tracing::info!(%broker, %group, "stale replica removed");
+                    if let Some((_, replicas)) = self.reports.lock().expect("reports lock").brokers.get_mut(&broker) {
+                        replicas.retain(|r| r.group != group);
+                    }
+                }
+                other => tracing::warn!(%broker, %group, ?other, "remove replica failed"),
+            }
+        }
+    }
+}
+
+fn hosted_groups(replicas: &[ReplicaReport]) -> Vec<(GroupId, u64)> {
+    let mut groups: Vec<_> = replicas.iter().map(|r| (r.group, r.node_id)).collect();
+    groups.sort_unstable();
+    groups
+}
+
+/// Fills in defaults and checks every key and value of a topic's configs.
+pub fn effective_configs(requested: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, CmError> {
+    let mut configs = BTreeMap::from([(
+        MAX_MESSAGE_BYTES.to_owned(),
+        DEFAULT_MAX_MESSAGE_BYTES.to_string(),
+    )]);
+    for (key, value) in requested {
+        match key.as_str() {
+            MAX_MESSAGE_BYTES => {
+                let parsed: u32 = value
+                    .parse()
+                    .ok()
+                    .filter(|v| (1..=MAX_MAX_MESSAGE_BYTES).contains(v))
+                    .ok_or_else(|| {
+                        CmError::invalid(
+                            format!("configs[{key}]"),
+                            format!("'{value}' is not a size between 1 and {MAX_MAX_MESSAGE_BYTES} bytes"),
+                        )
+                    })?;
+                configs.insert(key.clone(), parsed.to_string());
+            }
+            _ => {
+                return Err(CmError::invalid(
+                    format!("configs[{key}]"),
+                    format!("unknown topic config; known keys: {MAX_MESSAGE_BYTES}"),
+                ));
+            }
+        }
+    }
+    Ok(configs)
+}
+
+/// The spec a broker needs to host `replica`.
+fn replica_spec(
+    state: &ClusterState,
+    topic: &TopicRecord,
+    partition: &crate::state::PartitionRecord,
+    replica: &crate::state::ReplicaRecord,
+) -> ipb::ReplicaSpec {
+    let members = partition
+        .replicas
+        .iter()
+        .filter(|r| r.bootstrap)
+        .map(|r| ipb::RaftMember {
+            node_id: r.node_id,
+            broker_id: r.broker.0,
+            address: state
+                .brokers
+                .get(&r.broker)
+                .map(|b| b.address.clone())
+                .unwrap_or_default(),
+        })
+        .collect();
+    ipb::ReplicaSpec {
+        group_id: partition.group.0,
+        topic: topic.name.to_string(),
+        topic_id: topic.topic_id.clone(),
+        partition: partition.partition,
+        node_id: replica.node_id,
+        members,
+        bootstrap: replica.bootstrap,
+        max_message_bytes: topic
+            .configs
+            .get(MAX_MESSAGE_BYTES)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
+        partition_count: topic.partitions.len() as u32,
+    }
+}
+
+/// A heartbeat's replica status as the manager keeps it.
+pub fn report_from_proto(status: &ipb::ReplicaStatus) -> ReplicaReport {
+    ReplicaReport {
+        group: GroupId(status.group_id),
+        node_id: status.node_id,
+        leader_node_id: status.leader_node_id,
+        term: status.term,
+        high_watermark: status.high_watermark,
+        log_start_offset: status.log_start_offset,
+        last_log_index: status.last_log_index,
+        followers: status
+            .followers
+            .iter()
+            .map(|f| (f.node_id, f.matched_index))
+            .collect(),
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_get_defaults_and_reject_unknown_or_bad_values() {
+        let configs = effective_configs(&BTreeMap::new()).unwrap();
+        assert_eq!(configs[MAX_MESSAGE_BYTES], "1048576");
+        let set = BTreeMap::from([(MAX_MESSAGE_BYTES.to_owned(), "2048".to_owned())]);
+        assert_eq!(effective_configs(&set).unwrap()[MAX_MESSAGE_BYTES], "2048");
+        for (key, value) in [("retention.ms", "1"), (MAX_MESSAGE_BYTES, "0"), (MAX_MESSAGE_BYTES, "lots")] {
+            let bad = BTreeMap::from([(key.to_owned(), value.to_owned())]);
+            let err = effective_configs(&bad).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Small pieces every service and client shares, and nothing else.
+//!
+//! - [`ids`]: domain newtypes (`TopicName`, `PartitionId`, `BrokerId`, `GroupId`) and their
+//!   validation.
+//! - [`error`]: the shared error-code enum and the one conversion between errors and
+//!   `tonic::Status` (with `google.rpc.ErrorInfo` details), both ways.
+//! - [`config`]: loading a TOML config file with `MQ_...__...` environment and flag overrides.
+//! - [`partitioner`]: the standard key hash that maps a record key to a partition.
+//! - [`records`]: the record type and its canonical encoding (what `crc32c` covers).
+//! - [`shutdown`] and [`telemetry`]: signal handling and tracing setup for binaries.
+//!
+//! It must not depend on RocksDB, openraft or any service crate.
+
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod partitioner;
+pub mod records;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,300 @@
+//! The process's one RocksDB: opened once with every column family, locked against a second
+//! process, shared by every Raft group through cheap clones of [`Store`].
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mq_common::ids::GroupId;
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
+    Options, WriteBatch, WriteOptions,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{self, COLUMN_FAMILIES};
+use crate::syncer::{SyncCallback, SyncStats, Syncer};
+
+/// Name of the lock file in the data directory.
+pub const LOCK_FILE: &str = "mq.lock";
+/// Name of the RocksDB directory inside the data directory.
+pub const DB_DIR: &str = "db";
+
+/// Storage settings (the `[storage]` section of the broker config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreOptions {
+    /// Make writes durable before acknowledging them. Only tests turn this off.
+    pub fsync: bool,
+    /// Shared block cache for reads, MiB.
+    pub block_cache_mib: usize,
+    /// Memory for all memtables together, MiB.
+    pub write_buffer_mib: usize,
+    /// WAL size that forces memtable flushes so old WAL files can be removed, MiB.
+    pub max_wal_mib: u64,
+    /// Background flush and compaction threads.
+    pub background_jobs: i32,
+    /// Extra wait of the syncer before each fsync, to gather more writes. Zero in production:
+    /// writes queue up naturally while an fsync runs.
+    #[serde(with = "humantime_serde")]
+    pub sync_linger: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            fsync: true,
+            block_cache_mib: 128,
+            write_buffer_mib: 256,
+            max_wal_mib: 512,
+            background_jobs: 2,
+            sync_linger: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "data directory {dir} is in use by another running node (lock file {lock} is held); \
+         stop that node or choose another --data-dir"
+    )]
+    Locked { dir: PathBuf, lock: PathBuf },
+    #[error("cannot use data directory {dir}: {source}")]
+    Io { dir: PathBuf, source: io::Error },
+    #[error("cannot open RocksDB in {dir}: {source}")]
+    Open {
+        dir: PathBuf,
+        source: rocksdb::Error,
+    },
+}
+
+/// A cheap, cloneable handle to the process's RocksDB.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    // Field order is drop order: the syncer (which holds the DB) stops before the DB closes,
+    // and the lock is released last.
+    syncer: Option<Syncer>,
+    db: Arc<DB>,
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .field("fsync", &self.inner.syncer.is_some())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating when missing) the store in `dir`, after taking the directory's lock.
+    pub fn open(dir: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
+        let io_err = |source| StoreError::Io {
+            dir: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io_err)?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    dir: dir.to_owned(),
+                    lock: lock_path,
+                });
+            }
+            Err(std::fs::TryLockError::Error(err)) => return Err(io_err(err)),
+        }
+
+        let db_dir = dir.join(DB_DIR);
+        let db = Arc::new(open_db(&db_dir, options).map_err(|source| StoreError::Open {
+            dir: db_dir.clone(),
+            source,
+        })?);
+        let syncer = if options.fsync {
+            Some(Syncer::start(db.clone(), options.sync_linger).map_err(io_err)?)
+        } else {
+            tracing::warn!(dir = %dir.display(), "fsync is OFF: acknowledged writes can be lost on a crash");
+            None
+        };
+        tracing::info!(dir = %dir.display(), fsync = options.fsync, "store opened");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                syncer,
+                db,
+                dir: dir.to_owned(),
+                _lock: lock,
+            }),
+        })
+    }
+
+    pub fn db(&self) -> &DB {
+        &self.inner.db
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// A column family opened with the store.
+    pub fn cf(&self, name: &str) -> &ColumnFamily {
+        self.inner
+            .db
+            .cf_handle(name)
+            .unwrap_or_else(|| panic!("column family {name} is opened with the store"))
+    }
+
+    /// Writes `batch` without waiting for the disk. Readable at once; durable after the next
+    /// sync (see [`Store::after_sync`]).
+    pub fn write(&self, batch: WriteBatch) -> io::Result<()> {
+        let mut options = WriteOptions::default();
+        options.set_sync(false);
+        self.inner.db.write_opt(batch, &options).map_err(io_error)
+    }
+
+    /// Writes `batch` and waits until it (and every write before it) is on disk.
+    pub fn write_durable(&self, batch: WriteBatch) -> io::Result<()> {
+        let mut options = WriteOptions::default();
+        options.set_sync(self.inner.syncer.is_some());
+        self.inner.db.write_opt(batch, &options).map_err(io_error)
+    }
+
+    /// Runs `callback` once every write issued before this call is on disk (at once, with
+    /// fsync off).
+    pub fn after_sync(&self, callback: SyncCallback) {
+        match &self.inner.syncer {
+            Some(syncer) => syncer.after_sync(callback),
+            None => callback(Ok(())),
+        }
+    }
+
+    /// Syncer counters; `None` with fsync off.
+    pub fn sync_stats(&self) -> Option<&SyncStats> {
+        self.inner.syncer.as_ref().map(Syncer::stats)
+    }
+
+    /// Deletes every key of `group` in every column family (replica removal). Not synced: a
+    /// crash may resurrect the data, and the owner of the group repeats the removal.
+    pub fn delete_group(&self, group: GroupId) -> io::Result<()> {
+        let mut batch = WriteBatch::default();
+        for name in COLUMN_FAMILIES {
+            batch.delete_range_cf(
+                self.cf(name),
+                keys::group_start(group),
+                keys::group_end(group),
+            );
+        }
+        self.write(batch)?;
+        for name in COLUMN_FAMILIES {
+            let cf = self.cf(name);
+            let (start, end) = (keys::group_start(group), keys::group_end(group));
+            self.inner
+                .db
+                .delete_file_in_range_cf(cf, start, end)
+                .map_err(io_error)?;
+        }
+        Ok(())
+    }
+}
+
+fn open_db(path: &Path, options: &StoreOptions) -> Result<DB, rocksdb::Error> {
+    let mut db_options = Options::default();
+    db_options.create_if_missing(true);
+    db_options.create_missing_column_families(true);
+    db_options.increase_parallelism(options.background_jobs.max(1));
+    db_options.set_max_background_jobs(options.background_jobs.max(1));
+    db_options.set_db_write_buffer_size(options.write_buffer_mib << 20);
+    db_options.set_max_total_wal_size(options.max_wal_mib << 20);
+    db_options.set_keep_log_file_num(4);
+
+    let cache = Cache::new_lru_cache(options.block_cache_mib << 20);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&cache);
+    table.set_bloom_filter(10.0, false);
+
+    let families = COLUMN_FAMILIES.map(|name| {
+        let mut cf = Options::default();
+        cf.set_block_based_table_factory(&table);
+        cf.set_level_compaction_dynamic_level_bytes(true);
+        if name == keys::CF_RAFT_LOG {
+            // Producer batches: big values, written once, read mostly from the tail.
+            cf.set_write_buffer_size(64 << 20);
+            cf.set_compression_type(DBCompressionType::Lz4);
+            cf.set_bottommost_compression_type(DBCompressionType::Zstd);
+        } else {
+            cf.set_write_buffer_size(16 << 20);
+            cf.set_compression_type(DBCompressionType::Lz4);
+        }
+        ColumnFamilyDescriptor::new(name, cf)
+    });
+    DB::open_cf_descriptors(&db_options, path, families)
+}
+
+/// RocksDB errors as `io::Error`, the error type openraft's storage traits use.
+pub fn io_error(err: rocksdb::Error) -> io::Error {
+    io::Error::other(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_open_of_a_locked_directory_fails_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let err = Store::open(dir.path(), &StoreOptions::default()).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("in use by another running node"));
+    }
+
+    #[test]
+    fn reopen_after_close_sees_durable_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = keys::tagged(GroupId(5), 1);
+        {
+            let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+            let mut batch = WriteBatch::default();
+            batch.put_cf(store.cf(keys::CF_SM_META), key, b"v");
+            store.write_durable(batch).unwrap();
+        }
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let value = store.db().get_cf(store.cf(keys::CF_SM_META), key).unwrap();
+        assert_eq!(value.as_deref(), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn delete_group_removes_only_that_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let mut batch = WriteBatch::default();
+        for group in [GroupId(1), GroupId(2), GroupId(3)] {
+            batch.put_cf(store.cf(keys::CF_RAFT_LOG), keys::indexed(group, 7), b"x");
+            batch.put_cf(store.cf(keys::CF_KV), keys::prefixed(group, b"k"), b"y");
+        }
+        store.write(batch).unwrap();
+        store.delete_group(GroupId(2)).unwrap();
+        let log = store.cf(keys::CF_RAFT_LOG);
+        let present = |group| store.db().get_cf(log, keys::indexed(group, 7)).unwrap().is_some();
+        assert!(present(GroupId(1)));
+        assert!(!present(GroupId(2)));
+        assert!(present(GroupId(3)));
+        let kv = store.cf(keys::CF_KV);
+        assert!(store.db().get_cf(kv, keys::prefixed(GroupId(2), b"k")).unwrap().is_none());
+    }
+}

@@ -1,0 +1,434 @@
+//! The Raft transport over gRPC (`mq.internal.v1.RaftTransport`).
+//!
+//! Client side: [`GrpcNetworkFactory`] gives each group's openraft a network whose clients
+//! share [`Peers`]: one HTTP/2 channel per peer address, multiplexing every group. Server side:
+//! [`RaftTransportService`] looks the group up in a [`GroupRegistry`] and hands the message to
+//! that group's Raft. Messages are openraft's own request and response types, postcard-encoded.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use mq_common::ids::GroupId;
+use mq_proto::internal::RaftMessage;
+use mq_proto::internal::raft_transport_client::RaftTransportClient;
+use mq_proto::internal::raft_transport_server::RaftTransport;
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
+use openraft::impls::BasicNode;
+use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
+use openraft::Raft;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::codec;
+use crate::types::GroupTypes;
+
+/// Largest Raft message on the wire: a few maximal producer batches per AppendEntries.
+pub const MAX_RAFT_MESSAGE_BYTES: usize = 256 << 20;
+
+/// One gRPC channel per peer address, shared by every group.
+#[derive(Debug, Default)]
+pub struct Peers {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl Peers {
+    /// The channel to `address` (host:port), created lazily: it connects on first use and
+    /// reconnects by itself.
+    pub fn channel(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut channels = self.channels.lock().expect("peer map lock");
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{address}"))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        channels.insert(address.to_owned(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// The kinds of message the transport carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RpcKind {
+    Append,
+    Vote,
+    PreVote,
+    InstallSnapshot,
+    TransferLeader,
+}
+
+/// Creates the network clients of one group on one node.
+#[derive(Debug)]
+pub struct GrpcNetworkFactory<C> {
+    peers: Arc<Peers>,
+    group: GroupId,
+    local_node: u64,
+    _types: PhantomData<fn() -> C>,
+}
+
+impl<C> GrpcNetworkFactory<C> {
+    pub fn new(peers: Arc<Peers>, group: GroupId, local_node: u64) -> Self {
+        Self {
+            peers,
+            group,
+            local_node,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<C: GroupTypes> RaftNetworkFactory<C> for GrpcNetworkFactory<C> {
+    type Network = GrpcNetwork<C>;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
+        GrpcNetwork {
+            channel: self.peers.channel(&node.addr).map_err(|err| err.to_string()),
+            group: self.group,
+            local_node: self.local_node,
+            target,
+            _types: PhantomData,
+        }
+    }
+}
+
+/// The network client of one group towards one peer node.
+#[derive(Debug)]
+pub struct GrpcNetwork<C> {
+    channel: Result<Channel, String>,
+    group: GroupId,
+    local_node: u64,
+    target: u64,
+    _types: PhantomData<fn() -> C>,
+}
+
+/// How a call failed, before it is shaped into the error type openraft wants for that RPC.
+enum CallError {
+    Timeout(Duration),
+    Unreachable(String),
+    Network(String),
+}
+
+impl<C: GroupTypes> GrpcNetwork<C> {
+    async fn call<Req, Resp>(
+        &self,
+        kind: RpcKind,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let channel = self.channel.clone().map_err(CallError::Unreachable)?;
+        let payload = codec::encode(request).map_err(|err| CallError::Network(err.to_string()))?;
+        let message = RaftMessage {
+            group_id: self.group.0,
+            target_node_id: self.target,
+            payload: payload.into(),
+        };
+        let mut client = RaftTransportClient::new(channel)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+        let call = async move {
+            match kind {
+                RpcKind::Append => client.append(message).await,
+                RpcKind::Vote => client.vote(message).await,
+                RpcKind::PreVote => client.pre_vote(message).await,
+                RpcKind::InstallSnapshot => client.install_snapshot(message).await,
+                RpcKind::TransferLeader => client.transfer_leader(message).await,
+            }
+        };
+        let reply = match tokio::time::timeout(timeout, call).await {
+            Err(_) => return Err(CallError::Timeout(timeout)),
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                return Err(CallError::Unreachable(status.to_string()));
+            }
+            Ok(Err(status)) => return Err(CallError::Network(status.to_string())),
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        let outcome: Result<Resp, String> =
+            codec::decode(&reply.payload).map_err(|err| CallError::Network(err.to_string()))?;
+        outcome.map_err(CallError::Network)
+    }
+
+    fn rpc_error(&self, action: RPCTypes, err: CallError) -> RPCError<C> {
+        match err {
+            CallError::Timeout(timeout) => RPCError::Timeout(Timeout {
+                action,
+                id: self.local_node,
+                target: self.target,
+                timeout,
+            }),
+            CallError::Unreachable(msg) => RPCError::Unreachable(Unreachable::from_string(msg)),
+            CallError::Network(msg) => RPCError::Network(NetworkError::from_string(msg)),
+        }
+    }
+}
+
+impl<C: GroupTypes> RaftNetworkV2<C> for GrpcNetwork<C> {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        self.call(RpcKind::Append, &rpc, option.hard_ttl())
+            .await
+            .map_err(|err| self.rpc_error(RPCTypes::AppendEntries, err))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        self.call(RpcKind::Vote, &rpc, option.hard_ttl())
+            .await
+            .map_err(|err| self.rpc_error(RPCTypes::Vote, err))
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        self.call(RpcKind::PreVote, &rpc, option.hard_ttl())
+            .await
+            .map_err(|err| self.rpc_error(RPCTypes::Vote, err))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<C>,
+        snapshot: SnapshotOf<C, Self::SnapshotData>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        let request = (vote, snapshot.meta, snapshot.snapshot);
+        let send = self.call(RpcKind::InstallSnapshot, &request, option.hard_ttl());
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            outcome = send => outcome.map_err(|err| match self.rpc_error(RPCTypes::InstallSnapshot, err) {
+                RPCError::Timeout(t) => StreamingError::Timeout(t),
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                RPCError::Network(n) => StreamingError::Network(n),
+                RPCError::RemoteError(r) => StreamingError::Network(NetworkError::from_string(r.to_string())),
+            }),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<C>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
+        self.call(RpcKind::TransferLeader, &req, option.hard_ttl())
+            .await
+            .map_err(|err| self.rpc_error(RPCTypes::TransferLeader, err))
+    }
+}
+
+/// The receiving end of one group on this node.
+pub trait GroupRpc: Send + Sync + 'static {
+    /// The Raft node id of this node in the group.
+    fn node_id(&self) -> u64;
+    /// Handles one encoded request; returns the encoded `Result` reply.
+    fn handle(&self, kind: RpcKind, payload: Bytes) -> BoxFuture<'static, io::Result<Vec<u8>>>;
+}
+
+/// [`GroupRpc`] for an openraft group whose snapshots are byte vectors.
+pub struct RaftGroupRpc<C: GroupTypes, SM: RaftStateMachine<C>> {
+    raft: Raft<C, SM>,
+    node_id: u64,
+}
+
+impl<C: GroupTypes, SM: RaftStateMachine<C>> std::fmt::Debug for RaftGroupRpc<C, SM> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftGroupRpc")
+            .field("node_id", &self.node_id)
+            .finish()
+    }
+}
+
+impl<C: GroupTypes, SM: RaftStateMachine<C>> RaftGroupRpc<C, SM> {
+    pub fn new(raft: Raft<C, SM>, node_id: u64) -> Self {
+        Self { raft, node_id }
+    }
+}
+
+fn reply<T: Serialize, E: std::fmt::Display>(outcome: Result<T, E>) -> io::Result<Vec<u8>> {
+    codec::encode(&outcome.map_err(|err| err.to_string()))
+}
+
+impl<C, SM> GroupRpc for RaftGroupRpc<C, SM>
+where
+    C: GroupTypes,
+    SM: RaftStateMachine<C, SnapshotData = Vec<u8>>,
+{
+    fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    fn handle(&self, kind: RpcKind, payload: Bytes) -> BoxFuture<'static, io::Result<Vec<u8>>> {
+        let raft = self.raft.clone();
+        Box::pin(async move {
+            match kind {
+                RpcKind::Append => {
+                    let request: AppendEntriesRequest<C> = codec::decode(&payload)?;
+                    reply(raft.append_entries(request).await)
+                }
+                RpcKind::Vote => {
+                    let request: VoteRequest<C> = codec::decode(&payload)?;
+                    reply(raft.vote(request).await)
+                }
+                RpcKind::PreVote => {
+                    let request: VoteRequest<C> = codec::decode(&payload)?;
+                    reply(raft.pre_vote(request).await)
+                }
+                RpcKind::InstallSnapshot => {
+                    let (vote, meta, snapshot): (VoteOf<C>, SnapshotMetaOf<C>, Vec<u8>) =
+                        codec::decode(&payload)?;
+                    reply(
+                        raft.install_full_snapshot(vote, Snapshot { meta, snapshot })
+                            .await,
+                    )
+                }
+                RpcKind::TransferLeader => {
+                    let request: TransferLeaderRequest<C> = codec::decode(&payload)?;
+                    reply(raft.handle_transfer_leader(request).await)
+                }
+            }
+        })
+    }
+}
+
+/// The groups hosted by this process, by group id.
+#[derive(Clone, Default)]
+pub struct GroupRegistry {
+    groups: Arc<RwLock<HashMap<GroupId, Arc<dyn GroupRpc>>>>,
+}
+
+impl std::fmt::Debug for GroupRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let groups = self.groups.read().expect("registry lock");
+        f.debug_struct("GroupRegistry")
+            .field("groups", &groups.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl GroupRegistry {
+    pub fn register(&self, group: GroupId, rpc: Arc<dyn GroupRpc>) {
+        self.groups
+            .write()
+            .expect("registry lock")
+            .insert(group, rpc);
+    }
+
+    pub fn unregister(&self, group: GroupId) {
+        self.groups.write().expect("registry lock").remove(&group);
+    }
+
+    fn get(&self, group: GroupId) -> Option<Arc<dyn GroupRpc>> {
+        self.groups
+            .read()
+            .expect("registry lock")
+            .get(&group)
+            .cloned()
+    }
+}
+
+/// The `RaftTransport` gRPC service: routes each message to its group.
+#[derive(Debug, Clone)]
+pub struct RaftTransportService {
+    registry: GroupRegistry,
+}
+
+impl RaftTransportService {
+    pub fn new(registry: GroupRegistry) -> Self {
+        Self { registry }
+    }
+
+    async fn route(&self, kind: RpcKind, message: RaftMessage) -> Result<Response<RaftMessage>, Status> {
+        let group = GroupId(message.group_id);
+        let rpc = self.registry.get(group).ok_or_else(|| {
+            // UNAVAILABLE: the sender treats the peer as unreachable for this group and backs
+            // off, e.g. while the replica is still being created here.
+            Status::unavailable(format!("raft group {group} is not hosted here"))
+        })?;
+        if rpc.node_id() != message.target_node_id {
+            return Err(Status::failed_precondition(format!(
+                "raft group {group}: this node is {} here, not {}",
+                rpc.node_id(),
+                message.target_node_id
+            )));
+        }
+        let payload = rpc
+            .handle(kind, message.payload)
+            .await
+            .map_err(|err| Status::invalid_argument(format!("raft message of group {group}: {err}")))?;
+        Ok(Response::new(RaftMessage {
+            group_id: group.0,
+            target_node_id: 0,
+            payload: payload.into(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl RaftTransport for RaftTransportService {
+    async fn append(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.route(RpcKind::Append, request.into_inner()).await
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.route(RpcKind::Vote, request.into_inner()).await
+    }
+
+    async fn pre_vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.route(RpcKind::PreVote, request.into_inner()).await
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.route(RpcKind::InstallSnapshot, request.into_inner()).await
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.route(RpcKind::TransferLeader, request.into_inner()).await
+    }
+}
+
+/// The tonic server of [`RaftTransportService`] with this crate's message limits.
+pub fn server(
+    registry: GroupRegistry,
+) -> mq_proto::internal::raft_transport_server::RaftTransportServer<RaftTransportService> {
+    mq_proto::internal::raft_transport_server::RaftTransportServer::new(RaftTransportService::new(
+        registry,
+    ))
+    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+}
