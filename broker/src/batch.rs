@@ -73,7 +73,13 @@ impl StoredBatch {
         now_ms: i64,
         sent_crc: Option<u32>,
     ) -> Result<Self, ChecksumMismatch> {
-        let stamp = |r: &Record| if r.timestamp_ms == 0 { now_ms } else { r.timestamp_ms };
+        let stamp = |r: &Record| {
+            if r.timestamp_ms == 0 {
+                now_ms
+            } else {
+                r.timestamp_ms
+            }
+        };
         let any_unstamped = records.iter().any(|r| r.timestamp_ms == 0);
         if let (Some(sent), true) = (sent_crc, any_unstamped) {
             // The stored bytes will differ from what the client hashed: check the sent form.
@@ -248,7 +254,10 @@ mod tests {
             let mut bytes = batch.as_bytes().to_vec();
             bytes[at] ^= 0x40;
             let corrupted = StoredBatch::from_bytes(Bytes::from(bytes));
-            assert!(corrupted.records().is_err(), "flip at byte {at} went unnoticed");
+            assert!(
+                corrupted.records().is_err(),
+                "flip at byte {at} went unnoticed"
+            );
         }
     }
 
@@ -270,7 +279,13 @@ mod tests {
             .collect();
         let crc = records::records_crc32c(&unstamped);
         let batch = StoredBatch::build(&unstamped, 77, Some(crc)).unwrap();
-        assert!(batch.records().unwrap().iter().all(|r| r.timestamp_ms == 77));
+        assert!(
+            batch
+                .records()
+                .unwrap()
+                .iter()
+                .all(|r| r.timestamp_ms == 77)
+        );
         assert!(StoredBatch::build(&unstamped, 77, Some(crc ^ 1)).is_err());
     }
 

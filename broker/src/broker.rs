@@ -82,7 +82,9 @@ pub struct Broker {
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Broker").field("limits", &self.limits).finish()
+        f.debug_struct("Broker")
+            .field("limits", &self.limits)
+            .finish()
     }
 }
 
@@ -159,24 +161,36 @@ impl Broker {
                 parts.push((batch_index, partition, records.len() as u32, stored));
             }
         }
-        let appends = parts.into_iter().map(|(batch_index, partition, count, stored)| {
-            let target = hosted.partitions.get(&PartitionId(partition)).cloned();
-            async move {
-                let result = match target {
-                    Some(target) => target
-                        .append(stored, timeout)
-                        .await
-                        .map(|appended| appended.base_offset),
-                    None => Err(self.not_hosted(topic, partition).await),
-                };
-                PartitionOutcome {
-                    batch_index,
-                    partition,
-                    record_count: count,
-                    result,
+        let appends = parts
+            .into_iter()
+            .map(|(batch_index, partition, count, stored)| {
+                let target = hosted.partitions.get(&PartitionId(partition)).cloned();
+                let bytes = stored.len() as u64;
+                async move {
+                    let started = std::time::Instant::now();
+                    let result = match target {
+                        Some(target) => target
+                            .append(stored, timeout)
+                            .await
+                            .map(|appended| appended.base_offset),
+                        None => Err(self.not_hosted(topic, partition).await),
+                    };
+                    if result.is_ok() {
+                        metrics::counter!("mq_produce_records_total").increment(u64::from(count));
+                        metrics::counter!("mq_produce_bytes_total").increment(bytes);
+                        metrics::histogram!("mq_produce_seconds")
+                            .record(started.elapsed().as_secs_f64());
+                    } else {
+                        metrics::counter!("mq_produce_errors_total").increment(1);
+                    }
+                    PartitionOutcome {
+                        batch_index,
+                        partition,
+                        record_count: count,
+                        result,
+                    }
                 }
-            }
-        });
+            });
         Ok(futures::future::join_all(appends).await)
     }
 
@@ -230,6 +244,7 @@ impl Broker {
             }
         }
         let (read, progress) = target.read(offset, limits).await?;
+        metrics::counter!("mq_fetch_records_total").increment(read.records.len() as u64);
         Ok(fetched(read, progress))
     }
 
@@ -241,7 +256,8 @@ impl Broker {
         partition: u32,
         start: Start,
         limits: ReadLimits,
-    ) -> Result<impl Stream<Item = Result<Fetched, BrokerError>> + Send + 'static, BrokerError> {
+    ) -> Result<impl Stream<Item = Result<Fetched, BrokerError>> + Send + 'static, BrokerError>
+    {
         let target = self.partition(topic, partition).await?;
         let progress = target.progress();
         let next = match start {
@@ -287,7 +303,8 @@ impl Broker {
                 progress,
             },
             OffsetQuery::Timestamp(timestamp) => {
-                let (offset, timestamp_ms, progress) = target.offset_for_timestamp(timestamp).await?;
+                let (offset, timestamp_ms, progress) =
+                    target.offset_for_timestamp(timestamp).await?;
                 ResolvedOffset {
                     offset,
                     timestamp_ms,
@@ -299,7 +316,11 @@ impl Broker {
 
     /// The hosted replica of a partition, or the error that says where it is (or that it
     /// does not exist).
-    async fn partition(&self, topic: &TopicName, partition: u32) -> Result<Arc<Partition>, BrokerError> {
+    async fn partition(
+        &self,
+        topic: &TopicName,
+        partition: u32,
+    ) -> Result<Arc<Partition>, BrokerError> {
         let hosted = self.hosted_topic(topic).await?;
         if partition >= hosted.partition_count {
             return Err(BrokerError::PartitionNotFound {
@@ -392,10 +413,17 @@ impl Subscription {
             if self.next < progress.high_watermark || self.next < progress.log_start_offset {
                 let outcome = self.partition.read(self.next, self.limits).await;
                 match &outcome {
-                    Ok((read, _)) => self.next = read.next_offset,
+                    Ok((read, _)) => {
+                        metrics::counter!("mq_fetch_records_total")
+                            .increment(read.records.len() as u64);
+                        self.next = read.next_offset;
+                    }
                     Err(_) => self.done = true,
                 }
-                return Some((outcome.map(|(read, progress)| fetched(read, progress)), self));
+                return Some((
+                    outcome.map(|(read, progress)| fetched(read, progress)),
+                    self,
+                ));
             }
             tokio::select! {
                 changed = self.progress.changed() => {

@@ -42,7 +42,10 @@ impl ClusterLink {
         F: FnMut(tonic::transport::Channel) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
-        let mut last = ApiError::new(ErrorCode::Unavailable, "no cluster-manager address configured");
+        let mut last = ApiError::new(
+            ErrorCode::Unavailable,
+            "no cluster-manager address configured",
+        );
         let mut candidates = self.addresses.clone();
         let mut tried = 0;
         while tried < candidates.len() && tried < 8 {
@@ -88,7 +91,11 @@ impl ClusterLink {
         .await
     }
 
-    pub async fn heartbeat(&self, broker_id: u32, replicas: Vec<ipb::ReplicaStatus>) -> Result<(), ApiError> {
+    pub async fn heartbeat(
+        &self,
+        broker_id: u32,
+        replicas: Vec<ipb::ReplicaStatus>,
+    ) -> Result<(), ApiError> {
         let request = ipb::BrokerHeartbeatRequest {
             broker_id,
             replicas,
@@ -130,7 +137,10 @@ impl ClusterLink {
 }
 
 /// The wire form of a replica's status.
-pub fn status_to_proto(partition: &crate::partition::Partition, status: ReplicaStatus) -> ipb::ReplicaStatus {
+pub fn status_to_proto(
+    partition: &crate::partition::Partition,
+    status: ReplicaStatus,
+) -> ipb::ReplicaStatus {
     let spec = partition.spec();
     ipb::ReplicaStatus {
         group_id: spec.group.0,

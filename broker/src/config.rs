@@ -59,6 +59,8 @@ pub struct ServerConfig {
     /// How long a graceful shutdown waits for in-flight requests.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Where to serve Prometheus metrics over HTTP (`GET /metrics`); off when unset.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +69,7 @@ impl Default for ServerConfig {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             advertised_address: None,
             shutdown_grace: Duration::from_secs(10),
+            metrics_listen: None,
         }
     }
 }

@@ -58,7 +58,10 @@ pub fn spec_from_proto(spec: ipb::ReplicaSpec) -> Result<ReplicaSpec, BrokerErro
     if spec.partition >= spec.partition_count {
         return Err(BrokerError::invalid(
             "replica.partition",
-            format!("{} is not below partition_count {}", spec.partition, spec.partition_count),
+            format!(
+                "{} is not below partition_count {}",
+                spec.partition, spec.partition_count
+            ),
         ));
     }
     let members: BTreeMap<u64, Member> = spec
@@ -81,7 +84,10 @@ pub fn spec_from_proto(spec: ipb::ReplicaSpec) -> Result<ReplicaSpec, BrokerErro
         ));
     }
     if spec.max_message_bytes == 0 {
-        return Err(BrokerError::invalid("replica.max_message_bytes", "must be positive"));
+        return Err(BrokerError::invalid(
+            "replica.max_message_bytes",
+            "must be positive",
+        ));
     }
     Ok(ReplicaSpec {
         group: GroupId(spec.group_id),

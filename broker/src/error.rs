@@ -12,7 +12,9 @@ pub enum BrokerError {
     InvalidArgument { field: String, problem: String },
     #[error("topic '{topic}' does not exist")]
     TopicNotFound { topic: String },
-    #[error("partition: {partition} is not a partition of topic '{topic}', which has {partitions} (numbered from 0)")]
+    #[error(
+        "partition: {partition} is not a partition of topic '{topic}', which has {partitions} (numbered from 0)"
+    )]
     PartitionNotFound {
         topic: String,
         partition: u32,
@@ -57,7 +59,9 @@ pub enum BrokerError {
         sent: u32,
         computed: u32,
     },
-    #[error("{topic}/{partition}: not committed within {timeout:?}; the write may or may not have happened")]
+    #[error(
+        "{topic}/{partition}: not committed within {timeout:?}; the write may or may not have happened"
+    )]
     Timeout {
         topic: String,
         partition: u32,
@@ -130,7 +134,10 @@ impl BrokerError {
 
 impl From<&BrokerError> for ApiError {
     fn from(error: &BrokerError) -> Self {
-        if matches!(error.code(), ErrorCode::Internal | ErrorCode::DataCorruption) {
+        if matches!(
+            error.code(),
+            ErrorCode::Internal | ErrorCode::DataCorruption
+        ) {
             tracing::error!(%error, "request failed");
         }
         let leader = match error {

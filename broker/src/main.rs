@@ -57,8 +57,11 @@ impl Args {
             overrides.push(("node.broker_id".into(), id.into()));
         }
         if !self.cluster_manager.is_empty() {
-            let addresses: Vec<config::Value> =
-                self.cluster_manager.iter().map(|a| a.clone().into()).collect();
+            let addresses: Vec<config::Value> = self
+                .cluster_manager
+                .iter()
+                .map(|a| a.clone().into())
+                .collect();
             overrides.push(("cluster.manager_addresses".into(), addresses.into()));
         }
         for text in &self.set {
@@ -81,7 +84,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the runtime: {err}");

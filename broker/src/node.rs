@@ -42,6 +42,8 @@ pub enum NodeError {
     Broker(#[from] BrokerError),
     #[error("gRPC server: {0}")]
     Server(String),
+    #[error("metrics endpoint: {0}")]
+    Metrics(String),
 }
 
 /// A started node.
@@ -72,8 +74,18 @@ impl NodeHandle {
 }
 
 /// Starts a node with `config`; it runs until `shutdown` is cancelled.
-pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<NodeHandle, NodeError> {
+pub async fn run(
+    config: BrokerConfig,
+    shutdown: CancellationToken,
+) -> Result<NodeHandle, NodeError> {
     let partition_raft = Arc::new(config.raft.partition_config().map_err(NodeError::Config)?);
+    if let Some(address) = config.server.metrics_listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(address)
+            .install()
+            .map_err(|err| NodeError::Metrics(format!("{address}: {err}")))?;
+        tracing::info!(%address, "serving Prometheus metrics at /metrics");
+    }
     let store = Store::open(&config.node.data_dir, &config.storage)?;
     let listener = TcpListener::bind(config.server.listen)
         .await
@@ -96,7 +108,14 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<No
             registry: registry.clone(),
             advertised_address: advertised_address.clone(),
         };
-        Some(ClusterManager::start(context, config.cluster_manager.clone(), shutdown.child_token()).await?)
+        Some(
+            ClusterManager::start(
+                context,
+                config.cluster_manager.clone(),
+                shutdown.child_token(),
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -128,7 +147,9 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<No
     ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_service_status("", ServingStatus::NotServing).await;
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
     // grpcurl 1.8 speaks reflection v1alpha; newer tools v1: serve both.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -152,8 +173,16 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<No
         .add_service(ReplicaService::server(replicas.clone()))
         .add_service(mq_raft::transport::server(registry))
         .add_optional_service(cm_service.as_ref().map(ClusterManagerService::admin_server))
-        .add_optional_service(cm_service.as_ref().map(ClusterManagerService::metadata_server))
-        .add_optional_service(cm_service.as_ref().map(ClusterManagerService::internal_server));
+        .add_optional_service(
+            cm_service
+                .as_ref()
+                .map(ClusterManagerService::metadata_server),
+        )
+        .add_optional_service(
+            cm_service
+                .as_ref()
+                .map(ClusterManagerService::internal_server),
+        );
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|stream| {
         if let Ok(stream) = &stream {
             // Small replies (acks) must not wait for Nagle.
@@ -162,9 +191,10 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<No
         stream
     });
     let stop_serving = shutdown.clone();
-    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
-        stop_serving.cancelled().await
-    }));
+    let server = tokio::spawn(
+        router
+            .serve_with_incoming_shutdown(incoming, async move { stop_serving.cancelled().await }),
+    );
     tracing::info!(address = %local_addr, advertised = %advertised_address, standalone = config.node.standalone, "serving");
 
     let (registered, ready) = watch::channel(false);
@@ -194,12 +224,17 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<No
     let done = tokio::spawn(async move {
         stop.cancelled().await;
         tracing::info!("shutting down");
-        health.set_service_status("", ServingStatus::NotServing).await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         let served = match tokio::time::timeout(grace, server).await {
             Ok(Ok(result)) => result.map_err(|err| NodeError::Server(err.to_string())),
             Ok(Err(err)) => Err(NodeError::Server(err.to_string())),
             Err(_) => {
-                tracing::warn!(?grace, "requests still in flight after the grace period; stopping anyway");
+                tracing::warn!(
+                    ?grace,
+                    "requests still in flight after the grace period; stopping anyway"
+                );
                 Ok(())
             }
         };

@@ -161,7 +161,9 @@ impl Replicas {
         let groups = hosted.by_topic.get(topic)?;
         let partitions: BTreeMap<PartitionId, Arc<Partition>> = groups
             .iter()
-            .filter_map(|(partition, group)| Some((*partition, hosted.by_group.get(group)?.clone())))
+            .filter_map(|(partition, group)| {
+                Some((*partition, hosted.by_group.get(group)?.clone()))
+            })
             .collect();
         let first = partitions.values().next()?;
         Some(HostedTopic {

@@ -10,7 +10,9 @@ pub enum CmError {
     TopicExists { topic: String },
     #[error("topic '{topic}' does not exist")]
     TopicNotFound { topic: String },
-    #[error("replication_factor: {requested} replicas need as many live brokers, but {live} are live")]
+    #[error(
+        "replication_factor: {requested} replicas need as many live brokers, but {live} are live"
+    )]
     NotEnoughBrokers { requested: u32, live: usize },
     #[error("this node does not lead the cluster manager")]
     NotLeader { leader: Option<LeaderHint> },

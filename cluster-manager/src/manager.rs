@@ -15,7 +15,7 @@ use mq_common::shutdown::CancellationToken;
 use mq_proto::internal as ipb;
 use mq_proto::internal::replica_manager_client::ReplicaManagerClient;
 use mq_raft::Store;
-use mq_raft::transport::{GrpcNetworkFactory, GroupRegistry, Peers, RaftGroupRpc};
+use mq_raft::transport::{GroupRegistry, GrpcNetworkFactory, Peers, RaftGroupRpc};
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::impls::BasicNode;
@@ -128,7 +128,11 @@ impl ClusterManager {
         let state_machine = MetaStateMachine::open(context.store.clone())?;
         let state = state_machine.shared_state();
         let log = mq_raft::RocksLogStore::new(context.store.clone(), GroupId::CLUSTER_MANAGER);
-        let network = GrpcNetworkFactory::new(context.peers.clone(), GroupId::CLUSTER_MANAGER, config.node_id);
+        let network = GrpcNetworkFactory::new(
+            context.peers.clone(),
+            GroupId::CLUSTER_MANAGER,
+            config.node_id,
+        );
         let raft = openraft::Raft::new(config.node_id, raft_config, network, log, state_machine)
             .await
             .map_err(|err| CmError::Raft(err.to_string()))?;
@@ -141,9 +145,13 @@ impl ClusterManager {
             .await
             .map_err(|err| CmError::Raft(err.to_string()))?
         {
-            let members = BTreeMap::from([(config.node_id, BasicNode::new(&context.advertised_address))]);
+            let members =
+                BTreeMap::from([(config.node_id, BasicNode::new(&context.advertised_address))]);
             match raft.initialize(members).await {
-                Ok(()) => tracing::info!(node = config.node_id, "initialized the cluster manager group"),
+                Ok(()) => tracing::info!(
+                    node = config.node_id,
+                    "initialized the cluster manager group"
+                ),
                 Err(RaftError::APIError(err)) => tracing::debug!(%err, "already initialized"),
                 Err(RaftError::Fatal(err)) => return Err(CmError::Raft(err.to_string())),
             }
@@ -168,7 +176,10 @@ impl ClusterManager {
         if request.partitions == 0 || request.partitions > MAX_PARTITIONS {
             return Err(CmError::invalid(
                 "partitions",
-                format!("must be between 1 and {MAX_PARTITIONS}, got {}", request.partitions),
+                format!(
+                    "must be between 1 and {MAX_PARTITIONS}, got {}",
+                    request.partitions
+                ),
             ));
         }
         let replication_factor = request
@@ -239,7 +250,10 @@ impl ClusterManager {
 
     /// Deletes a topic; brokers drop its replicas when the reconciler tells them.
     pub async fn delete_topic(&self, name: &TopicName) -> Result<(), CmError> {
-        match self.propose(MetaCommand::DeleteTopic { name: name.clone() }).await? {
+        match self
+            .propose(MetaCommand::DeleteTopic { name: name.clone() })
+            .await?
+        {
             MetaResponse::TopicNotFound => Err(CmError::TopicNotFound {
                 topic: name.to_string(),
             }),
@@ -281,11 +295,17 @@ impl ClusterManager {
     }
 
     /// Brokers and the named topics (all when `names` is empty).
-    pub fn metadata(&self, names: &[TopicName]) -> Result<(Vec<BrokerView>, Vec<TopicView>), CmError> {
+    pub fn metadata(
+        &self,
+        names: &[TopicName],
+    ) -> Result<(Vec<BrokerView>, Vec<TopicView>), CmError> {
         let topics = if names.is_empty() {
             self.list_topics()
         } else {
-            names.iter().map(|n| self.topic(n)).collect::<Result<_, _>>()?
+            names
+                .iter()
+                .map(|n| self.topic(n))
+                .collect::<Result<_, _>>()?
         };
         let views = topics.iter().map(|t| self.view(t)).collect();
         Ok((self.brokers(), views))
@@ -306,9 +326,16 @@ impl ClusterManager {
 
     /// Records a broker's registration (committed only when something changed).
     pub async fn register_broker(&self, broker: BrokerRecord) -> Result<(), CmError> {
-        let known = self.state.read().expect("state lock").brokers.get(&broker.id) == Some(&broker);
+        let known = self
+            .state
+            .read()
+            .expect("state lock")
+            .brokers
+            .get(&broker.id)
+            == Some(&broker);
         if !known {
-            self.propose(MetaCommand::RegisterBroker(broker.clone())).await?;
+            self.propose(MetaCommand::RegisterBroker(broker.clone()))
+                .await?;
             tracing::info!(broker = %broker.id, address = %broker.address, "broker registered");
         } else if !self.raft.is_leader() {
             return Err(self.not_leader());
@@ -327,7 +354,13 @@ impl ClusterManager {
     /// Records a heartbeat. Brokers heartbeat every cluster-manager node they reach; only the
     /// leader acts on it, but every node keeps it so a new leader starts warm.
     pub fn heartbeat(&self, broker: BrokerId, replicas: Vec<ReplicaReport>) -> Result<(), CmError> {
-        if !self.state.read().expect("state lock").brokers.contains_key(&broker) {
+        if !self
+            .state
+            .read()
+            .expect("state lock")
+            .brokers
+            .contains_key(&broker)
+        {
             return Err(CmError::invalid(
                 "broker_id",
                 format!("broker {broker} is not registered; register first"),
@@ -381,14 +414,20 @@ impl ClusterManager {
     fn not_leader(&self) -> CmError {
         let metrics = self.raft.metrics().borrow_watched().clone();
         let leader = metrics.current_leader.and_then(|id| {
-            let node = metrics.membership_config.membership().get_node(&id)?.clone();
+            let node = metrics
+                .membership_config
+                .membership()
+                .get_node(&id)?
+                .clone();
             Some(LeaderHint {
                 broker_id: id as u32,
                 address: node.addr,
             })
         });
         match leader {
-            Some(leader) => CmError::NotLeader { leader: Some(leader) },
+            Some(leader) => CmError::NotLeader {
+                leader: Some(leader),
+            },
             None => CmError::LeaderNotAvailable,
         }
     }
@@ -401,7 +440,11 @@ impl ClusterManager {
     }
 
     /// Locks: always the state before the reports.
-    fn live_brokers<'a>(&self, state: &'a ClusterState, reports: &Reports) -> Vec<&'a BrokerRecord> {
+    fn live_brokers<'a>(
+        &self,
+        state: &'a ClusterState,
+        reports: &Reports,
+    ) -> Vec<&'a BrokerRecord> {
         state
             .brokers
             .values()
@@ -505,7 +548,10 @@ impl ClusterManager {
         }
     }
 
-    fn broker_client(&self, broker: BrokerId) -> Option<ReplicaManagerClient<tonic::transport::Channel>> {
+    fn broker_client(
+        &self,
+        broker: BrokerId,
+    ) -> Option<ReplicaManagerClient<tonic::transport::Channel>> {
         let address = self
             .state
             .read()
@@ -624,10 +670,18 @@ impl ClusterManager {
                 continue;
             };
             let request = ipb::RemoveReplicaRequest { group_id: group.0 };
-            match tokio::time::timeout(Duration::from_secs(10), client.remove_replica(request)).await {
+            match tokio::time::timeout(Duration::from_secs(10), client.remove_replica(request))
+                .await
+            {
                 Ok(Ok(_)) => {
                     tracing::info!(%broker, %group, "stale replica removed");
-                    if let Some((_, replicas)) = self.reports.lock().expect("reports lock").brokers.get_mut(&broker) {
+                    if let Some((_, replicas)) = self
+                        .reports
+                        .lock()
+                        .expect("reports lock")
+                        .brokers
+                        .get_mut(&broker)
+                    {
                         replicas.retain(|r| r.group != group);
                     }
                 }
@@ -644,7 +698,9 @@ fn hosted_groups(replicas: &[ReplicaReport]) -> Vec<(GroupId, u64)> {
 }
 
 /// Fills in defaults and checks every key and value of a topic's configs.
-pub fn effective_configs(requested: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, CmError> {
+pub fn effective_configs(
+    requested: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, CmError> {
     let mut configs = BTreeMap::from([(
         MAX_MESSAGE_BYTES.to_owned(),
         DEFAULT_MAX_MESSAGE_BYTES.to_string(),
@@ -747,7 +803,11 @@ mod tests {
         assert_eq!(configs[MAX_MESSAGE_BYTES], "1048576");
         let set = BTreeMap::from([(MAX_MESSAGE_BYTES.to_owned(), "2048".to_owned())]);
         assert_eq!(effective_configs(&set).unwrap()[MAX_MESSAGE_BYTES], "2048");
-        for (key, value) in [("retention.ms", "1"), (MAX_MESSAGE_BYTES, "0"), (MAX_MESSAGE_BYTES, "lots")] {
+        for (key, value) in [
+            ("retention.ms", "1"),
+            (MAX_MESSAGE_BYTES, "0"),
+            (MAX_MESSAGE_BYTES, "lots"),
+        ] {
             let bad = BTreeMap::from([(key.to_owned(), value.to_owned())]);
             let err = effective_configs(&bad).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");

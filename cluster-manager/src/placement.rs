@@ -137,14 +137,22 @@ mod tests {
             },
             Case {
                 name: "racks are spread before brokers are reused",
-                brokers: brokers(&[(1, Some("a"), 0, 0), (2, Some("a"), 0, 0), (3, Some("b"), 0, 0)]),
+                brokers: brokers(&[
+                    (1, Some("a"), 0, 0),
+                    (2, Some("a"), 0, 0),
+                    (3, Some("b"), 0, 0),
+                ]),
                 partitions: 2,
                 rf: 2,
                 expected: vec![vec![1, 3], vec![2, 3]],
             },
             Case {
                 name: "fewer racks than replicas still places",
-                brokers: brokers(&[(1, Some("a"), 0, 0), (2, Some("a"), 0, 0), (3, Some("a"), 0, 0)]),
+                brokers: brokers(&[
+                    (1, Some("a"), 0, 0),
+                    (2, Some("a"), 0, 0),
+                    (3, Some("a"), 0, 0),
+                ]),
                 partitions: 1,
                 rf: 3,
                 expected: vec![vec![1, 2, 3]],
@@ -154,13 +162,21 @@ mod tests {
             let placement = place(&case.brokers, case.partitions, case.rf).unwrap();
             assert_eq!(ids(&placement), case.expected, "{}", case.name);
             // Same input, same output.
-            assert_eq!(place(&case.brokers, case.partitions, case.rf).unwrap(), placement);
+            assert_eq!(
+                place(&case.brokers, case.partitions, case.rf).unwrap(),
+                placement
+            );
         }
     }
 
     #[test]
     fn replicas_are_distinct_and_spread_evenly() {
-        let candidates = brokers(&[(1, None, 0, 0), (2, None, 0, 0), (3, None, 0, 0), (4, None, 0, 0)]);
+        let candidates = brokers(&[
+            (1, None, 0, 0),
+            (2, None, 0, 0),
+            (3, None, 0, 0),
+            (4, None, 0, 0),
+        ]);
         let placement = place(&candidates, 12, 3).unwrap();
         let mut replicas = BTreeMap::<u32, usize>::new();
         let mut leaders = BTreeMap::<u32, usize>::new();
@@ -179,6 +195,12 @@ mod tests {
     #[test]
     fn too_few_brokers_is_an_error() {
         let err = place(&brokers(&[(1, None, 0, 0)]), 1, 3).unwrap_err();
-        assert_eq!(err, NotEnoughBrokers { requested: 3, live: 1 });
+        assert_eq!(
+            err,
+            NotEnoughBrokers {
+                requested: 3,
+                live: 1
+            }
+        );
     }
 }

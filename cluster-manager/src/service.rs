@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use mq_common::ids::{BrokerId, TopicName};
 use mq_proto::internal as ipb;
-use mq_proto::internal::cluster_manager_internal_server::{ClusterManagerInternal, ClusterManagerInternalServer};
+use mq_proto::internal::cluster_manager_internal_server::{
+    ClusterManagerInternal, ClusterManagerInternalServer,
+};
 use mq_proto::v1 as pb;
 use mq_proto::v1::admin_server::{Admin, AdminServer};
 use mq_proto::v1::metadata_server::{Metadata, MetadataServer};

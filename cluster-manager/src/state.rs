@@ -179,7 +179,10 @@ impl ClusterState {
     }
 
     /// Every replica assigned to `broker`: `(topic, partition record, replica)`.
-    pub fn replicas_on(&self, broker: BrokerId) -> Vec<(&TopicRecord, &PartitionRecord, &ReplicaRecord)> {
+    pub fn replicas_on(
+        &self,
+        broker: BrokerId,
+    ) -> Vec<(&TopicRecord, &PartitionRecord, &ReplicaRecord)> {
         self.topics
             .values()
             .flat_map(|topic| {
@@ -242,8 +245,14 @@ mod tests {
         };
         assert_eq!(changes, vec![Change::Topic(topic("a")), Change::NextGroup]);
         assert_eq!(a.partitions[0].group, GroupId::FIRST_PARTITION);
-        assert_eq!(a.partitions[1].group, GroupId(GroupId::FIRST_PARTITION.0 + 1));
-        assert_eq!(a.partitions[0].replicas[1].node_id, replica_node_id(BrokerId(2), 7));
+        assert_eq!(
+            a.partitions[1].group,
+            GroupId(GroupId::FIRST_PARTITION.0 + 1)
+        );
+        assert_eq!(
+            a.partitions[0].replicas[1].node_id,
+            replica_node_id(BrokerId(2), 7)
+        );
         assert_eq!(a.replication_factor, 2);
 
         // Deleted and re-created: new groups, new node ids.
@@ -252,8 +261,14 @@ mod tests {
         let MetaResponse::TopicCreated(again) = response else {
             panic!()
         };
-        assert_eq!(again.partitions[0].group, GroupId(GroupId::FIRST_PARTITION.0 + 2));
-        assert_ne!(again.partitions[0].replicas[0].node_id, a.partitions[0].replicas[0].node_id);
+        assert_eq!(
+            again.partitions[0].group,
+            GroupId(GroupId::FIRST_PARTITION.0 + 2)
+        );
+        assert_ne!(
+            again.partitions[0].replicas[0].node_id,
+            a.partitions[0].replicas[0].node_id
+        );
     }
 
     #[test]
@@ -261,7 +276,10 @@ mod tests {
         let mut state = ClusterState::default();
         state.apply(1, create("a", vec![vec![1]]));
         let before = state.clone();
-        assert_eq!(state.apply(2, create("a", vec![vec![1]])).0, MetaResponse::TopicExists);
+        assert_eq!(
+            state.apply(2, create("a", vec![vec![1]])).0,
+            MetaResponse::TopicExists
+        );
         assert_eq!(
             state.apply(3, MetaCommand::DeleteTopic { name: topic("b") }),
             (MetaResponse::TopicNotFound, vec![])
@@ -279,6 +297,11 @@ mod tests {
         };
         let (_, changes) = state.apply(1, MetaCommand::RegisterBroker(broker.clone()));
         assert_eq!(changes, vec![Change::Broker(BrokerId(1))]);
-        assert!(state.apply(2, MetaCommand::RegisterBroker(broker)).1.is_empty());
+        assert!(
+            state
+                .apply(2, MetaCommand::RegisterBroker(broker))
+                .1
+                .is_empty()
+        );
     }
 }

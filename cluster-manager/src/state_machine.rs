@@ -80,7 +80,12 @@ impl MetaStateMachine {
         Ok(())
     }
 
-    fn persist(&self, state: &ClusterState, change: &Change, batch: &mut WriteBatch) -> io::Result<()> {
+    fn persist(
+        &self,
+        state: &ClusterState,
+        change: &Change,
+        batch: &mut WriteBatch,
+    ) -> io::Result<()> {
         let kv = self.store.cf(CF_KV);
         match change {
             Change::Broker(id) => {
@@ -92,7 +97,9 @@ impl MetaStateMachine {
                 batch.put_cf(kv, topic_key(name), codec::encode(topic)?);
             }
             Change::TopicRemoved(name) => batch.delete_cf(kv, topic_key(name)),
-            Change::NextGroup => batch.put_cf(kv, next_group_key(), codec::encode(&state.next_group)?),
+            Change::NextGroup => {
+                batch.put_cf(kv, next_group_key(), codec::encode(&state.next_group)?)
+            }
         }
         Ok(())
     }
@@ -213,7 +220,11 @@ impl RaftStateMachine<MetaTypes> for MetaStateMachine {
         }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        data: Vec<u8>,
+    ) -> Result<(), io::Error> {
         let installed: ClusterState = codec::decode(&data)?;
         tracing::info!(last = ?meta.last_log_id, topics = installed.topics.len(), "installing snapshot");
         self.applied = Applied {

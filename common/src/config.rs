@@ -160,9 +160,13 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_rejected_with_the_key_named() {
-        let err = parse_toml::<Sample>("[net]\nprot = 1\n").unwrap_err().to_string();
+        let err = parse_toml::<Sample>("[net]\nprot = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("prot"), "{err}");
-        let err = parse_toml::<Sample>("[net]\nport = \"x\"\n").unwrap_err().to_string();
+        let err = parse_toml::<Sample>("[net]\nport = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("port"), "{err}");
     }
 

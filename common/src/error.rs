@@ -200,7 +200,9 @@ impl ApiError {
         let code = ErrorCode::from_name(&info.reason)
             .unwrap_or_else(|| ErrorCode::from_grpc_code(status.code()));
         let leader = match (
-            info.metadata.get("leader_id").and_then(|id| id.parse().ok()),
+            info.metadata
+                .get("leader_id")
+                .and_then(|id| id.parse().ok()),
             info.metadata.get("leader_address"),
         ) {
             (Some(broker_id), Some(address)) => Some(LeaderHint {

@@ -129,7 +129,13 @@ mod tests {
 
     #[test]
     fn topic_names_follow_the_documented_rule() {
-        for ok in ["a", "orders", "orders.v2", "price_changed-eu", &"x".repeat(249)] {
+        for ok in [
+            "a",
+            "orders",
+            "orders.v2",
+            "price_changed-eu",
+            &"x".repeat(249),
+        ] {
             assert!(TopicName::new(ok).is_ok(), "{ok} should be valid");
         }
         for (bad, why) in [

@@ -149,7 +149,8 @@ pub fn decode_records(mut data: Bytes, count: usize) -> Result<Vec<Record>, Deco
         let mut headers = Vec::with_capacity(header_count);
         for _ in 0..header_count {
             let name = take_sized(&mut data).ok_or(fail("truncated header name"))?;
-            let key = String::from_utf8(name.to_vec()).map_err(|_| fail("header name is not UTF-8"))?;
+            let key =
+                String::from_utf8(name.to_vec()).map_err(|_| fail("header name is not UTF-8"))?;
             let value = take_sized(&mut data).ok_or(fail("truncated header value"))?;
             headers.push(Header { key, value });
         }
@@ -225,7 +226,10 @@ mod tests {
         let records = sample();
         let mut buffer = Vec::new();
         encode_records(&records, &mut buffer);
-        assert_eq!(buffer.len(), records.iter().map(Record::encoded_len).sum::<usize>());
+        assert_eq!(
+            buffer.len(),
+            records.iter().map(Record::encoded_len).sum::<usize>()
+        );
         let decoded = decode_records(Bytes::from(buffer), records.len()).unwrap();
         assert_eq!(decoded, records);
     }

@@ -81,7 +81,7 @@ mod tests {
 
     #[test]
     fn keys_sort_by_group_then_index() {
-        let mut keys = vec![
+        let mut keys = [
             indexed(GroupId(2), 0).to_vec(),
             indexed(GroupId(1), 256).to_vec(),
             indexed(GroupId(1), 255).to_vec(),

@@ -249,3 +249,78 @@ impl<C: GroupTypes> RaftLogStorage<C> for RocksLogStore<C> {
 pub fn log_id_of<C: RaftTypeConfig>(entry: &C::Entry) -> LogIdOf<C> {
     entry.log_id()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use openraft::storage::{IOFlushed, RaftLogStorage};
+    use openraft::testing::blank_ent;
+    use openraft::type_config::TypeConfigExt;
+
+    use super::*;
+    use crate::StoreOptions;
+
+    openraft::declare_raft_types!(
+        TestTypes:
+            D = String,
+            R = String,
+    );
+
+    /// Appends to three groups within one syncer round: one fsync completes all three, and
+    /// none completes before it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_fsync_serves_appends_of_several_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            sync_linger: Duration::from_millis(300),
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), &options).unwrap();
+        let mut waiting = Vec::new();
+        for group in 1..=3u64 {
+            let mut log = RocksLogStore::<TestTypes>::new(store.clone(), GroupId(1000 + group));
+            let (tx, rx) = TestTypes::oneshot();
+            log.append([blank_ent::<TestTypes>(1, 1, 1)], IOFlushed::signal(tx))
+                .await
+                .unwrap();
+            // Readable before durable.
+            assert_eq!(log.read_entries(1..2).unwrap().len(), 1);
+            waiting.push(rx);
+        }
+        let stats = store.sync_stats().expect("fsync is on");
+        assert_eq!(stats.syncs.load(std::sync::atomic::Ordering::Relaxed), 0);
+        for rx in waiting {
+            rx.await.unwrap().unwrap();
+        }
+        assert_eq!(stats.syncs.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            stats.callbacks.load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
+    }
+
+    #[tokio::test]
+    async fn groups_do_not_see_each_others_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let mut a = RocksLogStore::<TestTypes>::new(store.clone(), GroupId(1));
+        let mut b = RocksLogStore::<TestTypes>::new(store.clone(), GroupId(2));
+        let entries = (1..=5).map(|i| blank_ent::<TestTypes>(1, 1, i));
+        a.append(entries, IOFlushed::noop()).await.unwrap();
+        assert_eq!(b.get_log_state().await.unwrap().last_log_id, None);
+        assert!(b.read_entries(..).unwrap().is_empty());
+        let state = a.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index()), Some(5));
+        a.truncate_after(Some(blank_ent::<TestTypes>(1, 1, 2).log_id))
+            .await
+            .unwrap();
+        assert_eq!(a.read_entries(..).unwrap().len(), 2);
+        a.purge(blank_ent::<TestTypes>(1, 1, 1).log_id)
+            .await
+            .unwrap();
+        let state = a.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id.map(|l| l.index()), Some(1));
+        assert_eq!(state.last_log_id.map(|l| l.index()), Some(2));
+    }
+}

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use mq_common::ids::GroupId;
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
-    Options, WriteBatch, WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options,
+    WriteBatch, WriteOptions,
 };
 use serde::{Deserialize, Serialize};
 
@@ -122,10 +122,12 @@ impl Store {
         }
 
         let db_dir = dir.join(DB_DIR);
-        let db = Arc::new(open_db(&db_dir, options).map_err(|source| StoreError::Open {
-            dir: db_dir.clone(),
-            source,
-        })?);
+        let db = Arc::new(
+            open_db(&db_dir, options).map_err(|source| StoreError::Open {
+                dir: db_dir.clone(),
+                source,
+            })?,
+        );
         let syncer = if options.fsync {
             Some(Syncer::start(db.clone(), options.sync_linger).map_err(io_err)?)
         } else {
@@ -290,11 +292,23 @@ mod tests {
         store.write(batch).unwrap();
         store.delete_group(GroupId(2)).unwrap();
         let log = store.cf(keys::CF_RAFT_LOG);
-        let present = |group| store.db().get_cf(log, keys::indexed(group, 7)).unwrap().is_some();
+        let present = |group| {
+            store
+                .db()
+                .get_cf(log, keys::indexed(group, 7))
+                .unwrap()
+                .is_some()
+        };
         assert!(present(GroupId(1)));
         assert!(!present(GroupId(2)));
         assert!(present(GroupId(3)));
         let kv = store.cf(keys::CF_KV);
-        assert!(store.db().get_cf(kv, keys::prefixed(GroupId(2), b"k")).unwrap().is_none());
+        assert!(
+            store
+                .db()
+                .get_cf(kv, keys::prefixed(GroupId(2), b"k"))
+                .unwrap()
+                .is_none()
+        );
     }
 }

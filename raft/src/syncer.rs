@@ -87,9 +87,13 @@ fn run(db: &DB, pending: &mpsc::Receiver<SyncCallback>, linger: Duration, stats:
         round.extend(pending.try_iter());
         let started = Instant::now();
         let outcome = db.flush_wal(true);
+        let took = started.elapsed();
+        metrics::counter!("mq_wal_syncs_total").increment(1);
+        metrics::histogram!("mq_wal_sync_seconds").record(took.as_secs_f64());
+        metrics::histogram!("mq_wal_sync_writes").record(round.len() as f64);
         stats
             .sync_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         stats.syncs.fetch_add(1, Ordering::Relaxed);
         stats
             .callbacks

@@ -18,7 +18,10 @@ use mq_common::ids::GroupId;
 use mq_proto::internal::RaftMessage;
 use mq_proto::internal::raft_transport_client::RaftTransportClient;
 use mq_proto::internal::raft_transport_server::RaftTransport;
-use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
+use openraft::Raft;
+use openraft::error::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
 use openraft::impls::BasicNode;
 use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
@@ -27,7 +30,6 @@ use openraft::raft::{
 };
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
-use openraft::Raft;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
@@ -99,7 +101,10 @@ impl<C: GroupTypes> RaftNetworkFactory<C> for GrpcNetworkFactory<C> {
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
         GrpcNetwork {
-            channel: self.peers.channel(&node.addr).map_err(|err| err.to_string()),
+            channel: self
+                .peers
+                .channel(&node.addr)
+                .map_err(|err| err.to_string()),
             group: self.group,
             local_node: self.local_node,
             target,
@@ -367,7 +372,11 @@ impl RaftTransportService {
         Self { registry }
     }
 
-    async fn route(&self, kind: RpcKind, message: RaftMessage) -> Result<Response<RaftMessage>, Status> {
+    async fn route(
+        &self,
+        kind: RpcKind,
+        message: RaftMessage,
+    ) -> Result<Response<RaftMessage>, Status> {
         let group = GroupId(message.group_id);
         let rpc = self.registry.get(group).ok_or_else(|| {
             // UNAVAILABLE: the sender treats the peer as unreachable for this group and backs
@@ -381,10 +390,9 @@ impl RaftTransportService {
                 message.target_node_id
             )));
         }
-        let payload = rpc
-            .handle(kind, message.payload)
-            .await
-            .map_err(|err| Status::invalid_argument(format!("raft message of group {group}: {err}")))?;
+        let payload = rpc.handle(kind, message.payload).await.map_err(|err| {
+            Status::invalid_argument(format!("raft message of group {group}: {err}"))
+        })?;
         Ok(Response::new(RaftMessage {
             group_id: group.0,
             target_node_id: 0,
@@ -403,7 +411,10 @@ impl RaftTransport for RaftTransportService {
         self.route(RpcKind::Vote, request.into_inner()).await
     }
 
-    async fn pre_vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn pre_vote(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         self.route(RpcKind::PreVote, request.into_inner()).await
     }
 
@@ -411,14 +422,16 @@ impl RaftTransport for RaftTransportService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        self.route(RpcKind::InstallSnapshot, request.into_inner()).await
+        self.route(RpcKind::InstallSnapshot, request.into_inner())
+            .await
     }
 
     async fn transfer_leader(
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        self.route(RpcKind::TransferLeader, request.into_inner()).await
+        self.route(RpcKind::TransferLeader, request.into_inner())
+            .await
     }
 }
 

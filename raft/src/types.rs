@@ -2,9 +2,9 @@
 //! transport: u64 node ids, nodes addressed by `BasicNode { addr }`, and entries, votes and log
 //! ids that serde can encode (postcard on disk and on the wire).
 
+use openraft::RaftTypeConfig;
 use openraft::impls::BasicNode;
 use openraft::vote::RaftLeaderId;
-use openraft::RaftTypeConfig;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -35,4 +35,3 @@ impl<C> GroupTypes for C where
         >
 {
 }
-

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use mq_common::error::LeaderHint;
 use mq_common::ids::{GroupId, PartitionId, TopicName, broker_of_node};
-use mq_raft::transport::{GrpcNetworkFactory, GroupRegistry, Peers, RaftGroupRpc};
+use mq_raft::transport::{GroupRegistry, GrpcNetworkFactory, Peers, RaftGroupRpc};
 use mq_raft::{RocksLogStore, Store};
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
@@ -101,7 +101,10 @@ impl std::fmt::Debug for Partition {
 impl Partition {
     /// Starts the replica's Raft group (recovering its state from the store) and registers it
     /// with the transport. A bootstrap replica initializes a new group.
-    pub async fn start(context: &PartitionContext, spec: ReplicaSpec) -> Result<Arc<Self>, BrokerError> {
+    pub async fn start(
+        context: &PartitionContext,
+        spec: ReplicaSpec,
+    ) -> Result<Arc<Self>, BrokerError> {
         let span = tracing::info_span!("partition", group = %spec.group, topic = %spec.topic, partition = %spec.partition);
         async {
             let log = RocksLogStore::<PartitionTypes>::new(context.store.clone(), spec.group);
@@ -140,7 +143,10 @@ impl Partition {
                     Err(RaftError::Fatal(err)) => return Err(raft_error(spec.group, err)),
                 }
             }
-            tracing::info!(high_watermark = progress.borrow().high_watermark, "replica started");
+            tracing::info!(
+                high_watermark = progress.borrow().high_watermark,
+                "replica started"
+            );
             Ok(Arc::new(Self {
                 log,
                 store: context.store.clone(),
@@ -162,7 +168,11 @@ impl Partition {
     }
 
     /// Appends a batch through Raft; returns once it is committed and applied.
-    pub async fn append(&self, batch: StoredBatch, timeout: Duration) -> Result<Appended, BrokerError> {
+    pub async fn append(
+        &self,
+        batch: StoredBatch,
+        timeout: Duration,
+    ) -> Result<Appended, BrokerError> {
         let write = self.raft.client_write(PartitionCommand::Append(batch));
         match tokio::time::timeout(timeout, write).await {
             Err(_) => Err(self.timeout(timeout)),
@@ -195,7 +205,11 @@ impl Partition {
     }
 
     /// Reads records from `offset` (which must be within the stored range).
-    pub async fn read(self: &Arc<Self>, offset: u64, limits: ReadLimits) -> Result<(ReadResult, Progress), BrokerError> {
+    pub async fn read(
+        self: &Arc<Self>,
+        offset: u64,
+        limits: ReadLimits,
+    ) -> Result<(ReadResult, Progress), BrokerError> {
         let progress = self.check_offset(offset)?;
         let partition = self.clone();
         let result = tokio::task::spawn_blocking(move || {
@@ -205,13 +219,18 @@ impl Partition {
         })
         .await
         .map_err(|err| BrokerError::Io(std::io::Error::other(err)))?
-        .map_err(|err| BrokerError::from_read(self.spec.topic.as_str(), self.spec.partition.0, err))?;
+        .map_err(|err| {
+            BrokerError::from_read(self.spec.topic.as_str(), self.spec.partition.0, err)
+        })?;
         Ok((result, progress))
     }
 
     /// The first offset with a timestamp at or after `timestamp_ms` (and that timestamp), or
     /// the high watermark when none.
-    pub async fn offset_for_timestamp(self: &Arc<Self>, timestamp_ms: i64) -> Result<(u64, Option<i64>, Progress), BrokerError> {
+    pub async fn offset_for_timestamp(
+        self: &Arc<Self>,
+        timestamp_ms: i64,
+    ) -> Result<(u64, Option<i64>, Progress), BrokerError> {
         let progress = self.progress();
         let partition = self.clone();
         let found = tokio::task::spawn_blocking(move || {
@@ -223,7 +242,9 @@ impl Partition {
         })
         .await
         .map_err(|err| BrokerError::Io(std::io::Error::other(err)))?
-        .map_err(|err| BrokerError::from_read(self.spec.topic.as_str(), self.spec.partition.0, err))?;
+        .map_err(|err| {
+            BrokerError::from_read(self.spec.topic.as_str(), self.spec.partition.0, err)
+        })?;
         Ok(match found {
             Some((offset, timestamp)) => (offset, Some(timestamp), progress),
             None => (progress.high_watermark, None, progress),
@@ -233,15 +254,12 @@ impl Partition {
     /// The progress, if `offset` is within `log_start_offset..=high_watermark`.
     pub fn check_offset(&self, offset: u64) -> Result<Progress, BrokerError> {
         let progress = self.progress();
-        if offset < progress.log_start_offset || offset > progress.high_watermark {
-            return Err(BrokerError::OffsetOutOfRange {
-                topic: self.spec.topic.to_string(),
-                partition: self.spec.partition.0,
-                offset,
-                log_start_offset: progress.log_start_offset,
-                high_watermark: progress.high_watermark,
-            });
-        }
+        check_range(
+            self.spec.topic.as_str(),
+            self.spec.partition.0,
+            offset,
+            progress,
+        )?;
         Ok(progress)
     }
 
@@ -323,17 +341,20 @@ impl Partition {
     /// A receiver of this replica's leader, which changes on every election.
     pub fn watch_leader(&self) -> impl futures::Stream<Item = Option<u64>> + Send + 'static {
         let metrics = self.raft.metrics();
-        futures::stream::unfold((metrics, None::<Option<u64>>), |(mut metrics, last)| async move {
-            loop {
-                let leader = metrics.borrow_watched().current_leader;
-                if last != Some(leader) {
-                    return Some((leader, (metrics, Some(leader))));
+        futures::stream::unfold(
+            (metrics, None::<Option<u64>>),
+            |(mut metrics, last)| async move {
+                loop {
+                    let leader = metrics.borrow_watched().current_leader;
+                    if last != Some(leader) {
+                        return Some((leader, (metrics, Some(leader))));
+                    }
+                    if metrics.changed().await.is_err() {
+                        return None;
+                    }
                 }
-                if metrics.changed().await.is_err() {
-                    return None;
-                }
-            }
-        })
+            },
+        )
     }
 
     /// Stops the Raft group. The replica's data stays unless the caller deletes it.
@@ -344,9 +365,54 @@ impl Partition {
     }
 }
 
+/// `Ok` when `offset` is readable or the next to be written: within
+/// `log_start_offset..=high_watermark`.
+pub fn check_range(
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    progress: Progress,
+) -> Result<(), BrokerError> {
+    if offset < progress.log_start_offset || offset > progress.high_watermark {
+        return Err(BrokerError::OffsetOutOfRange {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            log_start_offset: progress.log_start_offset,
+            high_watermark: progress.high_watermark,
+        });
+    }
+    Ok(())
+}
+
 fn raft_error(group: GroupId, err: impl std::fmt::Display) -> BrokerError {
     BrokerError::Raft {
         group: group.0,
         message: err.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mq_common::error::{ApiError, ErrorCode};
+
+    use super::*;
+
+    #[test]
+    fn offsets_outside_the_stored_range_are_out_of_range() {
+        let progress = Progress {
+            high_watermark: 100,
+            log_start_offset: 40,
+        };
+        for offset in [40, 70, 100] {
+            assert!(check_range("t", 0, offset, progress).is_ok(), "{offset}");
+        }
+        for offset in [0, 39, 101, u64::MAX] {
+            let err = check_range("t", 0, offset, progress).unwrap_err();
+            let api = ApiError::from(&err);
+            assert_eq!(api.code, ErrorCode::OffsetOutOfRange);
+            assert_eq!(api.code.grpc_code(), tonic::Code::OutOfRange);
+            assert!(api.message.contains("40..=100"), "{}", api.message);
+        }
     }
 }

@@ -78,12 +78,13 @@ impl PartitionReader<'_> {
                 rows.next();
                 continue;
             }
-            let records = self.batch(row.raft_index)?.records().map_err(|source| {
-                ReadError::Corrupt {
-                    raft_index: row.raft_index,
-                    source,
-                }
-            })?;
+            let records =
+                self.batch(row.raft_index)?
+                    .records()
+                    .map_err(|source| ReadError::Corrupt {
+                        raft_index: row.raft_index,
+                        source,
+                    })?;
             for (offset, record) in (base..).zip(records) {
                 if offset < from {
                     continue;
@@ -119,15 +120,16 @@ impl PartitionReader<'_> {
         while rows.valid() {
             let (base, row) = decode_row(&rows)?;
             if row.max_timestamp_ms >= timestamp_ms {
-                let records = self.batch(row.raft_index)?.records().map_err(|source| {
-                    ReadError::Corrupt {
-                        raft_index: row.raft_index,
-                        source,
-                    }
-                })?;
-                let found = (base..)
-                    .zip(records)
-                    .find(|(offset, r)| *offset >= log_start_offset && r.timestamp_ms >= timestamp_ms);
+                let records =
+                    self.batch(row.raft_index)?
+                        .records()
+                        .map_err(|source| ReadError::Corrupt {
+                            raft_index: row.raft_index,
+                            source,
+                        })?;
+                let found = (base..).zip(records).find(|(offset, r)| {
+                    *offset >= log_start_offset && r.timestamp_ms >= timestamp_ms
+                });
                 if let Some((offset, record)) = found {
                     return Ok(Some((offset, record.timestamp_ms)));
                 }

@@ -190,7 +190,10 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
                     let header = stored.header().map_err(|err| {
                         io::Error::new(
                             io::ErrorKind::InvalidData,
-                            format!("group {}: committed entry {log_id} is unreadable: {err}", self.group),
+                            format!(
+                                "group {}: committed entry {log_id} is unreadable: {err}",
+                                self.group
+                            ),
                         )
                     })?;
                     let row = IndexEntry {
@@ -234,7 +237,11 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
         }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        data: Vec<u8>,
+    ) -> Result<(), io::Error> {
         let snapshot: PartitionSnapshot = codec::decode(&data)?;
         tracing::info!(group = %self.group, last = ?meta.last_log_id, next_offset = snapshot.next_offset, "installing snapshot");
         self.state = AppliedState {

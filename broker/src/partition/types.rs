@@ -47,7 +47,8 @@ openraft::declare_raft_types!(
         Node = BasicNode,
 );
 
-pub type PartitionRaft = openraft::Raft<PartitionTypes, super::state_machine::PartitionStateMachine>;
+pub type PartitionRaft =
+    openraft::Raft<PartitionTypes, super::state_machine::PartitionStateMachine>;
 pub type LogId = openraft::type_config::alias::LogIdOf<PartitionTypes>;
 pub type Entry = openraft::type_config::alias::EntryOf<PartitionTypes>;
 pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<PartitionTypes>;

@@ -34,7 +34,10 @@ impl DataService {
         if max_bytes as usize > limits.max_fetch_bytes {
             return Err(BrokerError::invalid(
                 "max_bytes",
-                format!("{max_bytes} exceeds the limit of {} bytes", limits.max_fetch_bytes),
+                format!(
+                    "{max_bytes} exceeds the limit of {} bytes",
+                    limits.max_fetch_bytes
+                ),
             ));
         }
         Ok(ReadLimits {
@@ -78,7 +81,9 @@ impl BrokerRpc for DataService {
         let span = tracing::debug_span!("produce", %topic, batches = request.batches.len());
         async {
             if request.batches.is_empty() {
-                return Err(BrokerError::invalid("batches", "at least one batch is required").into());
+                return Err(
+                    BrokerError::invalid("batches", "at least one batch is required").into(),
+                );
             }
             let limits = self.broker.limits();
             let timeout = match request.timeout_ms {
@@ -88,7 +93,11 @@ impl BrokerRpc for DataService {
             if timeout > limits.max_produce_timeout {
                 return Err(BrokerError::invalid(
                     "timeout_ms",
-                    format!("{} exceeds the limit of {} ms", request.timeout_ms, limits.max_produce_timeout.as_millis()),
+                    format!(
+                        "{} exceeds the limit of {} ms",
+                        request.timeout_ms,
+                        limits.max_produce_timeout.as_millis()
+                    ),
                 )
                 .into());
             }
@@ -182,7 +191,9 @@ impl BrokerRpc for DataService {
                 }
             }
             None => {
-                return Err(BrokerError::invalid("start", "one of offset or position is required").into());
+                return Err(
+                    BrokerError::invalid("start", "one of offset or position is required").into(),
+                );
             }
         };
         let stream = self
@@ -241,7 +252,10 @@ impl BrokerRpc for DataService {
                     error: None,
                 },
                 // A partition that does not exist is bad input, not a per-partition outcome.
-                Err(err @ (BrokerError::PartitionNotFound { .. } | BrokerError::TopicNotFound { .. })) => {
+                Err(
+                    err @ (BrokerError::PartitionNotFound { .. }
+                    | BrokerError::TopicNotFound { .. }),
+                ) => {
                     return Err(err.into());
                 }
                 Err(err) => pb::PartitionOffset {

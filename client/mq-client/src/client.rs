@@ -80,7 +80,9 @@ impl Client {
     /// A client for `config.servers`. Connections are made when first needed.
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
         if config.servers.is_empty() {
-            return Err(ClientError::InvalidArgument("no server address given".into()));
+            return Err(ClientError::InvalidArgument(
+                "no server address given".into(),
+            ));
         }
         let client = Self {
             inner: Arc::new(Inner {
@@ -243,19 +245,31 @@ impl Client {
 
     /// The number of partitions of `topic`.
     pub async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
-        if let Some(route) = self.inner.metadata.read().expect("metadata lock").topic(topic) {
+        if let Some(route) = self
+            .inner
+            .metadata
+            .read()
+            .expect("metadata lock")
+            .topic(topic)
+        {
             return Ok(route.leaders.len() as u32);
         }
         self.refresh_metadata(&[topic]).await?;
         let cache = self.inner.metadata.read().expect("metadata lock");
-        Ok(cache.topic(topic).map_or(0, |route| route.leaders.len() as u32))
+        Ok(cache
+            .topic(topic)
+            .map_or(0, |route| route.leaders.len() as u32))
     }
 
     /// The partition the standard key hash assigns `key` in `topic`.
     pub async fn partition_for_key(&self, topic: &str, key: &[u8]) -> Result<u32, ClientError> {
         let partitions = self.partition_count(topic).await?;
         if partitions == 0 {
-            return Err(ApiError::new(ErrorCode::TopicNotFound, format!("topic '{topic}' has no partitions")).into());
+            return Err(ApiError::new(
+                ErrorCode::TopicNotFound,
+                format!("topic '{topic}' has no partitions"),
+            )
+            .into());
         }
         Ok(partition_for_key(key, partitions))
     }
@@ -275,7 +289,10 @@ impl Client {
                 let cache = self.inner.metadata.read().expect("metadata lock");
                 match cache.leader_address(topic, partition) {
                     Some(address) => address,
-                    None if cache.topic(topic).is_some_and(|r| partition as usize >= r.leaders.len()) => {
+                    None if cache
+                        .topic(topic)
+                        .is_some_and(|r| partition as usize >= r.leaders.len()) =>
+                    {
                         return Err(ApiError::new(
                             ErrorCode::PartitionNotFound,
                             format!("partition: topic '{topic}' has no partition {partition}"),
@@ -313,11 +330,22 @@ impl Client {
     // ---- data -----------------------------------------------------------------------------
 
     /// Appends `records` to one partition as one atomic batch; returns the offset of the first.
-    pub async fn produce(&self, topic: &str, partition: u32, records: Vec<Record>) -> Result<u64, ClientError> {
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Record>,
+    ) -> Result<u64, ClientError> {
         if records.is_empty() {
-            return Err(ClientError::InvalidArgument("records: at least one record is required".into()));
+            return Err(ClientError::InvalidArgument(
+                "records: at least one record is required".into(),
+            ));
         }
-        let crc32c = self.inner.config.send_checksums.then(|| records_crc32c(&records));
+        let crc32c = self
+            .inner
+            .config
+            .send_checksums
+            .then(|| records_crc32c(&records));
         let batch = pb::PartitionBatch {
             partition: Some(partition),
             records: records.iter().map(record_to_proto).collect(),
@@ -334,10 +362,15 @@ impl Client {
                     let channel = self.leader(topic, partition).await?;
                     let response = self.broker(channel).produce(request).await?.into_inner();
                     let result = response.results.into_iter().next().ok_or_else(|| {
-                        ClientError::Api(ApiError::new(ErrorCode::Internal, "empty produce response"))
+                        ClientError::Api(ApiError::new(
+                            ErrorCode::Internal,
+                            "empty produce response",
+                        ))
                     })?;
                     match result.error {
-                        Some(error) => Err(ClientError::Api(ApiError::from_partition_error(&error))),
+                        Some(error) => {
+                            Err(ClientError::Api(ApiError::from_partition_error(&error)))
+                        }
                         None => Ok(result.base_offset),
                     }
                 }
@@ -383,7 +416,11 @@ impl Client {
         })
         .await
         .map(|response| FetchBatch {
-            records: response.records.into_iter().map(consumed_from_proto).collect(),
+            records: response
+                .records
+                .into_iter()
+                .map(consumed_from_proto)
+                .collect(),
             high_watermark: response.high_watermark,
             log_start_offset: response.log_start_offset,
             next_offset: response.next_offset,
@@ -391,7 +428,12 @@ impl Client {
     }
 
     /// A stream of the partition's records from `start`, following the tail.
-    pub async fn subscribe(&self, topic: &str, partition: u32, start: StartAt) -> Result<Subscription, ClientError> {
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        partition: u32,
+        start: StartAt,
+    ) -> Result<Subscription, ClientError> {
         Subscription::open(self.clone(), topic.to_owned(), partition, start).await
     }
 
@@ -404,8 +446,12 @@ impl Client {
     ) -> Result<tonic::Streaming<pb::SubscribeResponse>, ClientError> {
         let start = match start {
             StartAt::Offset(offset) => pb::subscribe_request::Start::Offset(offset),
-            StartAt::Earliest => pb::subscribe_request::Start::Position(pb::StartPosition::Earliest.into()),
-            StartAt::Latest => pb::subscribe_request::Start::Position(pb::StartPosition::Latest.into()),
+            StartAt::Earliest => {
+                pb::subscribe_request::Start::Position(pb::StartPosition::Earliest.into())
+            }
+            StartAt::Latest => {
+                pb::subscribe_request::Start::Position(pb::StartPosition::Latest.into())
+            }
         };
         let request = pb::SubscribeRequest {
             topic: topic.to_owned(),
@@ -436,7 +482,12 @@ impl Client {
     }
 
     /// Resolves an offset of a partition on its leader.
-    pub async fn list_offset(&self, topic: &str, partition: u32, spec: OffsetSpec) -> Result<PartitionOffset, ClientError> {
+    pub async fn list_offset(
+        &self,
+        topic: &str,
+        partition: u32,
+        spec: OffsetSpec,
+    ) -> Result<PartitionOffset, ClientError> {
         let (spec, timestamp_ms) = match spec {
             OffsetSpec::Earliest => (pb::OffsetSpec::Earliest, 0),
             OffsetSpec::Latest => (pb::OffsetSpec::Latest, 0),
@@ -455,9 +506,16 @@ impl Client {
             async move {
                 let outcome = async {
                     let channel = self.leader(topic, partition).await?;
-                    let response = self.broker(channel).list_offsets(request).await?.into_inner();
+                    let response = self
+                        .broker(channel)
+                        .list_offsets(request)
+                        .await?
+                        .into_inner();
                     let result = response.results.into_iter().next().ok_or_else(|| {
-                        ClientError::Api(ApiError::new(ErrorCode::Internal, "empty list offsets response"))
+                        ClientError::Api(ApiError::new(
+                            ErrorCode::Internal,
+                            "empty list offsets response",
+                        ))
                     })?;
                     match &result.error {
                         Some(error) => Err(ClientError::Api(ApiError::from_partition_error(error))),
@@ -482,7 +540,11 @@ impl Client {
 
     // ---- admin ----------------------------------------------------------------------------
 
-    pub async fn create_topic(&self, name: &str, topic: NewTopic) -> Result<TopicDescription, ClientError> {
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        topic: NewTopic,
+    ) -> Result<TopicDescription, ClientError> {
         let request = pb::CreateTopicRequest {
             name: name.to_owned(),
             partitions: topic.partitions,
@@ -496,7 +558,11 @@ impl Client {
             })
             .await?
             .into_inner();
-        self.inner.metadata.write().expect("metadata lock").forget_topic(name);
+        self.inner
+            .metadata
+            .write()
+            .expect("metadata lock")
+            .forget_topic(name);
         response
             .topic
             .map(description_from_proto)
@@ -504,19 +570,29 @@ impl Client {
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
-        let request = pb::DeleteTopicRequest { name: name.to_owned() };
+        let request = pb::DeleteTopicRequest {
+            name: name.to_owned(),
+        };
         self.control(|channel| {
             let request = request.clone();
             async move { AdminClient::new(channel).delete_topic(request).await }
         })
         .await?;
-        self.inner.metadata.write().expect("metadata lock").forget_topic(name);
+        self.inner
+            .metadata
+            .write()
+            .expect("metadata lock")
+            .forget_topic(name);
         Ok(())
     }
 
     pub async fn list_topics(&self) -> Result<Vec<TopicSummary>, ClientError> {
         let response = self
-            .control(|channel| async move { AdminClient::new(channel).list_topics(pb::ListTopicsRequest {}).await })
+            .control(|channel| async move {
+                AdminClient::new(channel)
+                    .list_topics(pb::ListTopicsRequest {})
+                    .await
+            })
             .await?
             .into_inner();
         Ok(response
@@ -531,7 +607,9 @@ impl Client {
     }
 
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
-        let request = pb::DescribeTopicRequest { name: name.to_owned() };
+        let request = pb::DescribeTopicRequest {
+            name: name.to_owned(),
+        };
         let response = self
             .control(|channel| {
                 let request = request.clone();
@@ -539,9 +617,8 @@ impl Client {
             })
             .await?
             .into_inner();
-        response
-            .topic
-            .map(description_from_proto)
-            .ok_or_else(|| ApiError::new(ErrorCode::Internal, "empty describe topic response").into())
+        response.topic.map(description_from_proto).ok_or_else(|| {
+            ApiError::new(ErrorCode::Internal, "empty describe topic response").into()
+        })
     }
 }

@@ -20,15 +20,22 @@ pub(crate) struct MetadataCache {
 impl MetadataCache {
     pub fn update(&mut self, metadata: &pb::GetMetadataResponse) {
         for broker in &metadata.brokers {
-            self.brokers.insert(broker.broker_id, broker.address.clone());
+            self.brokers
+                .insert(broker.broker_id, broker.address.clone());
         }
         for topic in &metadata.topics {
-            let count = topic.partitions.iter().map(|p| p.partition + 1).max().unwrap_or(0);
+            let count = topic
+                .partitions
+                .iter()
+                .map(|p| p.partition + 1)
+                .max()
+                .unwrap_or(0);
             let mut leaders = vec![None; count as usize];
             for partition in &topic.partitions {
                 leaders[partition.partition as usize] = partition.leader_id;
             }
-            self.topics.insert(topic.name.clone(), TopicRoute { leaders });
+            self.topics
+                .insert(topic.name.clone(), TopicRoute { leaders });
         }
     }
 
@@ -44,7 +51,8 @@ impl MetadataCache {
 
     /// Records a leader learned from a `NOT_LEADER` error.
     pub fn set_leader(&mut self, topic: &str, partition: u32, leader: &LeaderHint) {
-        self.brokers.insert(leader.broker_id, leader.address.clone());
+        self.brokers
+            .insert(leader.broker_id, leader.address.clone());
         if let Some(slot) = self
             .topics
             .get_mut(topic)

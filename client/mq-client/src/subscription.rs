@@ -26,7 +26,7 @@ pub struct Subscription {
 }
 
 enum State {
-    Streaming(tonic::Streaming<pb::SubscribeResponse>),
+    Streaming(Box<tonic::Streaming<pb::SubscribeResponse>>),
     Opening(BoxFuture<'static, Result<tonic::Streaming<pb::SubscribeResponse>, ClientError>>),
     Failed,
 }
@@ -42,7 +42,12 @@ impl std::fmt::Debug for Subscription {
 }
 
 impl Subscription {
-    pub(crate) async fn open(client: Client, topic: String, partition: u32, start: StartAt) -> Result<Self, ClientError> {
+    pub(crate) async fn open(
+        client: Client,
+        topic: String,
+        partition: u32,
+        start: StartAt,
+    ) -> Result<Self, ClientError> {
         let stream = client.open_stream(&topic, partition, start).await?;
         Ok(Self {
             client,
@@ -54,7 +59,7 @@ impl Subscription {
             },
             start,
             buffered: VecDeque::new(),
-            state: State::Streaming(stream),
+            state: State::Streaming(Box::new(stream)),
         })
     }
 
@@ -93,7 +98,7 @@ impl Stream for Subscription {
                 State::Failed => return Poll::Ready(None),
                 State::Opening(opening) => match opening.poll_unpin(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(stream)) => this.state = State::Streaming(stream),
+                    Poll::Ready(Ok(stream)) => this.state = State::Streaming(Box::new(stream)),
                     Poll::Ready(Err(error)) => {
                         this.state = State::Failed;
                         return Poll::Ready(Some(Err(error)));
@@ -117,7 +122,8 @@ impl Stream for Subscription {
                     }
                     Poll::Ready(Some(Err(status))) => {
                         let error = ClientError::from(status);
-                        this.client.after_stream_error(&this.topic, this.partition, &error);
+                        this.client
+                            .after_stream_error(&this.topic, this.partition, &error);
                         if matches!(
                             error.code(),
                             crate::ErrorCode::NotLeader

@@ -14,7 +14,12 @@ use mq_client::{Client, ClientConfig, ConsumedRecord, NewTopic, Record, StartAt}
 #[command(version, about = "Admin and debugging CLI for the message broker")]
 struct Cli {
     /// Server address (host:port); any node of the cluster.
-    #[arg(long, global = true, env = "MQ_SERVER", default_value = "127.0.0.1:7070")]
+    #[arg(
+        long,
+        global = true,
+        env = "MQ_SERVER",
+        default_value = "127.0.0.1:7070"
+    )]
     server: String,
     /// Output format of commands that print data.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
@@ -98,7 +103,10 @@ struct ConsumeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the runtime: {err}");
@@ -131,7 +139,12 @@ fn print_json(out: &mut impl Write, value: &impl serde::Serialize) -> anyhow::Re
     Ok(())
 }
 
-async fn topic(client: &Client, command: TopicCommand, output: Output, out: &mut impl Write) -> anyhow::Result<()> {
+async fn topic(
+    client: &Client,
+    command: TopicCommand,
+    output: Output,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     match command {
         TopicCommand::Create {
             name,
@@ -169,7 +182,11 @@ async fn topic(client: &Client, command: TopicCommand, output: Output, out: &mut
                 Output::Text => {
                     writeln!(out, "{:<40} {:>10} {:>8}", "NAME", "PARTITIONS", "REPLICAS")?;
                     for t in topics {
-                        writeln!(out, "{:<40} {:>10} {:>8}", t.name, t.partitions, t.replication_factor)?;
+                        writeln!(
+                            out,
+                            "{:<40} {:>10} {:>8}",
+                            t.name, t.partitions, t.replication_factor
+                        )?;
                     }
                 }
             }
@@ -229,14 +246,23 @@ async fn topic(client: &Client, command: TopicCommand, output: Output, out: &mut
     Ok(())
 }
 
-async fn produce(client: &Client, args: ProduceArgs, output: Output, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+async fn produce(
+    client: &Client,
+    args: ProduceArgs,
+    output: Output,
+    out: &mut impl Write,
+) -> anyhow::Result<ExitCode> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
     let partitions = client.partition_count(&args.topic).await?;
     let fixed = match (args.partition, &args.key) {
         (Some(p), _) => Some(p),
-        (None, Some(key)) => Some(client.partition_for_key(&args.topic, key.as_bytes()).await?),
+        (None, Some(key)) => Some(
+            client
+                .partition_for_key(&args.topic, key.as_bytes())
+                .await?,
+        ),
         (None, None) => None,
     };
     let (mut acknowledged, mut failed) = (0u64, 0u64);
@@ -269,8 +295,14 @@ async fn produce(client: &Client, args: ProduceArgs, output: Output, out: &mut i
         }
     }
     match output {
-        Output::Json => print_json(out, &serde_json::json!({ "acknowledged": acknowledged, "failed": failed }))?,
-        Output::Text => writeln!(out, "{acknowledged} message(s) acknowledged, {failed} failed")?,
+        Output::Json => print_json(
+            out,
+            &serde_json::json!({ "acknowledged": acknowledged, "failed": failed }),
+        )?,
+        Output::Text => writeln!(
+            out,
+            "{acknowledged} message(s) acknowledged, {failed} failed"
+        )?,
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
@@ -279,7 +311,12 @@ async fn produce(client: &Client, args: ProduceArgs, output: Output, out: &mut i
     })
 }
 
-async fn consume(client: &Client, args: ConsumeArgs, output: Output, out: &mut impl Write) -> anyhow::Result<()> {
+async fn consume(
+    client: &Client,
+    args: ConsumeArgs,
+    output: Output,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let partitions: Vec<u32> = match args.partition {
         Some(p) => vec![p],
         None => (0..client.partition_count(&args.topic).await?).collect(),
@@ -292,7 +329,11 @@ async fn consume(client: &Client, args: ConsumeArgs, output: Output, out: &mut i
     let mut streams = Vec::new();
     for partition in partitions {
         let subscription = client.subscribe(&args.topic, partition, start).await?;
-        streams.push(subscription.map(move |item| item.map(|record| (partition, record))).boxed());
+        streams.push(
+            subscription
+                .map(move |item| item.map(|record| (partition, record)))
+                .boxed(),
+        );
     }
     let mut merged = futures::stream::select_all(streams);
     let mut printed = 0u64;
@@ -325,7 +366,12 @@ fn record_json(partition: u32, consumed: &ConsumedRecord) -> serde_json::Value {
     let headers: BTreeMap<&str, String> = record
         .headers
         .iter()
-        .map(|h| (h.key.as_str(), String::from_utf8_lossy(&h.value).into_owned()))
+        .map(|h| {
+            (
+                h.key.as_str(),
+                String::from_utf8_lossy(&h.value).into_owned(),
+            )
+        })
         .collect();
     serde_json::json!({
         "partition": partition,
@@ -381,9 +427,14 @@ mod tests {
     fn formats_every_placeholder() {
         let consumed = ConsumedRecord {
             offset: 42,
-            record: Record::keyed("k1", "v1").with_header("h", "x").with_timestamp(7),
+            record: Record::keyed("k1", "v1")
+                .with_header("h", "x")
+                .with_timestamp(7),
         };
-        assert_eq!(format_record("%p:%o %k=%v @%t [%h] 100%%", 3, &consumed), "3:42 k1=v1 @7 [h=x] 100%");
+        assert_eq!(
+            format_record("%p:%o %k=%v @%t [%h] 100%%", 3, &consumed),
+            "3:42 k1=v1 @7 [h=x] 100%"
+        );
         assert_eq!(format_record("%k\\t%v", 0, &consumed), "k1\tv1");
         assert_eq!(format_record("%x", 0, &consumed), "%x");
     }
