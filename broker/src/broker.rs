@@ -10,7 +10,7 @@ use futures::Stream;
 use mq_common::error::LeaderHint;
 use mq_common::ids::{PartitionId, TopicName};
 use mq_common::partitioner::partition_for_key;
-use mq_common::records::Record;
+use mq_common::records::{Record, records_crc32c};
 use mq_common::shutdown::CancellationToken;
 
 use crate::batch::StoredBatch;
@@ -120,7 +120,7 @@ impl Broker {
         let hosted = self.hosted_topic(topic).await?;
         let now_ms = now_ms();
         let mut parts = Vec::new();
-        for (batch_index, batch) in batches.iter().enumerate() {
+        for (batch_index, batch) in batches.into_iter().enumerate() {
             for (record_index, record) in batch.records.iter().enumerate() {
                 let size = record.size();
                 if size > hosted.max_message_bytes as usize {
@@ -133,13 +133,23 @@ impl Broker {
                     });
                 }
             }
-            for (partition, records) in self.split(batch, batch_index, &hosted, topic)? {
-                // A split batch is checked as sent, once, before its parts are built.
-                let crc = if records.len() == batch.records.len() {
-                    batch.crc32c
-                } else {
-                    None
-                };
+            // The client's checksum covers the whole batch. A batch for one named partition is
+            // checked while it is encoded (one pass); one the server partitions is checked
+            // before it is split.
+            let mut sent_crc = batch.crc32c;
+            if let (Some(sent), None) = (sent_crc, batch.partition) {
+                let computed = records_crc32c(&batch.records);
+                if computed != sent {
+                    return Err(BrokerError::CorruptBatch {
+                        batch: batch_index,
+                        sent,
+                        computed,
+                    });
+                }
+                sent_crc = None;
+            }
+            for (partition, records) in self.split(batch, &hosted, topic)? {
+                let crc = sent_crc;
                 let stored = StoredBatch::build(&records, now_ms, crc).map_err(|mismatch| {
                     BrokerError::CorruptBatch {
                         batch: batch_index,
@@ -197,8 +207,7 @@ impl Broker {
     /// The records of `batch` grouped by target partition, in batch order within each.
     fn split(
         &self,
-        batch: &ProduceBatch,
-        batch_index: usize,
+        batch: ProduceBatch,
         hosted: &HostedTopic,
         topic: &TopicName,
     ) -> Result<BTreeMap<u32, Vec<Record>>, BrokerError> {
@@ -211,17 +220,16 @@ impl Broker {
                     partitions,
                 });
             }
-            let _ = batch_index;
-            return Ok(BTreeMap::from([(partition, batch.records.clone())]));
+            return Ok(BTreeMap::from([(partition, batch.records)]));
         }
         let keyless = self.next_keyless.fetch_add(1, Ordering::Relaxed) % partitions;
         let mut split: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
-        for record in &batch.records {
+        for record in batch.records {
             let partition = match &record.key {
                 Some(key) => partition_for_key(key, partitions),
                 None => keyless,
             };
-            split.entry(partition).or_default().push(record.clone());
+            split.entry(partition).or_default().push(record);
         }
         Ok(split)
     }

@@ -6,11 +6,18 @@
 //! - The vote is written synchronously; `committed` and `last_purged` are ordered in the same
 //!   WAL, so they never get ahead of the entries they describe.
 //! - `truncate_after` and `purge` are one `DeleteRange` each.
+//! - The most recent entries stay in a small per-group cache, bounded in bytes per group and in
+//!   total per store: applying an entry, replicating it and reading the tail of a partition
+//!   then skip the RocksDB read and the decode. The cache mirrors the stored log exactly for
+//!   the indexes it holds.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use mq_common::ids::GroupId;
 use openraft::entry::RaftEntry;
@@ -24,24 +31,150 @@ use crate::keys::{self, CF_RAFT_LOG, CF_RAFT_STATE, state_tag};
 use crate::store::{Store, io_error};
 use crate::types::GroupTypes;
 
-/// The Raft log of one group. Cloning is cheap; clones share the store.
-pub struct RocksLogStore<C> {
+/// The Raft log of one group. Cloning is cheap; clones share the store and the cache.
+pub struct RocksLogStore<C: RaftTypeConfig> {
     store: Store,
     group: GroupId,
+    cache: Arc<Mutex<TailCache<C::Entry>>>,
     _types: PhantomData<fn() -> C>,
 }
 
-impl<C> Clone for RocksLogStore<C> {
+impl<C: RaftTypeConfig> Clone for RocksLogStore<C> {
     fn clone(&self) -> Self {
         Self {
             store: self.store.clone(),
             group: self.group,
+            cache: self.cache.clone(),
             _types: PhantomData,
         }
     }
 }
 
-impl<C> Debug for RocksLogStore<C> {
+/// Bytes held by every group's cache of one store, against one budget.
+#[derive(Debug)]
+pub struct CacheBudget {
+    used: AtomicUsize,
+    total: usize,
+    per_group: usize,
+}
+
+impl CacheBudget {
+    pub fn new(total: usize, per_group: usize) -> Self {
+        Self {
+            used: AtomicUsize::new(0),
+            total,
+            per_group,
+        }
+    }
+
+    /// Bytes cached now, all groups together.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// The latest contiguous entries of a group, by index. A push evicts the group's oldest
+/// entries while the group is over its own budget or the store over the shared one (the newest
+/// entry always stays, so apply right after append never misses).
+#[derive(Debug)]
+struct TailCache<E> {
+    /// Index of the first cached entry.
+    first: u64,
+    entries: VecDeque<(E, usize)>,
+    bytes: usize,
+    budget: Arc<CacheBudget>,
+}
+
+impl<E> Drop for TailCache<E> {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+impl<E: Clone> TailCache<E> {
+    fn new(budget: Arc<CacheBudget>) -> Self {
+        Self {
+            first: 0,
+            entries: VecDeque::new(),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    fn over_budget(&self) -> bool {
+        self.bytes > self.budget.per_group || self.budget.used() > self.budget.total
+    }
+
+    /// One past the last cached index.
+    fn end(&self) -> u64 {
+        self.first + self.entries.len() as u64
+    }
+
+    /// Adds the entry at `index`, which continues the cached run (or restarts it).
+    fn push(&mut self, index: u64, entry: E, size: usize) {
+        if self.entries.is_empty() || index != self.end() {
+            self.clear();
+            self.first = index;
+        }
+        self.entries.push_back((entry, size));
+        self.bytes += size;
+        self.budget.used.fetch_add(size, Ordering::Relaxed);
+        while self.over_budget() && self.entries.len() > 1 {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, size)) = self.entries.pop_front() {
+            self.forget(size);
+            self.first += 1;
+        }
+    }
+
+    fn forget(&mut self, size: usize) {
+        self.bytes -= size;
+        self.budget.used.fetch_sub(size, Ordering::Relaxed);
+    }
+
+    fn clear(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Drops entries at `from` and after.
+    fn truncate(&mut self, from: u64) {
+        while self.end() > from.max(self.first) && !self.entries.is_empty() {
+            if let Some((_, size)) = self.entries.pop_back() {
+                self.forget(size);
+            }
+        }
+    }
+
+    /// Drops entries up to and including `upto`.
+    fn purge(&mut self, upto: u64) {
+        while !self.entries.is_empty() && self.first <= upto {
+            self.pop_front();
+        }
+    }
+
+    /// The entries `start..end` when all of them are cached.
+    fn get(&self, start: u64, end: u64) -> Option<Vec<E>> {
+        if start < self.first || end > self.end() || start > end {
+            return None;
+        }
+        let from = (start - self.first) as usize;
+        let to = (end - self.first) as usize;
+        Some(
+            self.entries
+                .range(from..to)
+                .map(|(e, _)| e.clone())
+                .collect(),
+        )
+    }
+}
+
+impl<C: RaftTypeConfig> Debug for RocksLogStore<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RocksLogStore")
             .field("group", &self.group)
@@ -51,11 +184,17 @@ impl<C> Debug for RocksLogStore<C> {
 
 impl<C: GroupTypes> RocksLogStore<C> {
     pub fn new(store: Store, group: GroupId) -> Self {
+        let budget = store.log_cache_budget();
         Self {
             store,
             group,
+            cache: Arc::new(Mutex::new(TailCache::new(budget))),
             _types: PhantomData,
         }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, TailCache<C::Entry>> {
+        self.cache.lock().expect("log cache lock")
     }
 
     pub fn group(&self) -> GroupId {
@@ -70,10 +209,19 @@ impl<C: GroupTypes> RocksLogStore<C> {
             Bound::Excluded(&i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
-        let end = match range.end_bound() {
-            Bound::Included(&i) if i < u64::MAX => keys::indexed(self.group, i + 1).to_vec(),
-            Bound::Excluded(&i) => keys::indexed(self.group, i).to_vec(),
-            Bound::Included(_) | Bound::Unbounded => keys::group_end(self.group).to_vec(),
+        let end_index = match range.end_bound() {
+            Bound::Included(&i) => i.checked_add(1),
+            Bound::Excluded(&i) => Some(i),
+            Bound::Unbounded => None,
+        };
+        if let Some(end_index) = end_index
+            && let Some(entries) = self.cache().get(start, end_index)
+        {
+            return Ok(entries);
+        }
+        let end = match end_index {
+            Some(i) => keys::indexed(self.group, i).to_vec(),
+            None => keys::group_end(self.group).to_vec(),
         };
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(end);
@@ -94,6 +242,9 @@ impl<C: GroupTypes> RocksLogStore<C> {
 
     /// Reads one entry.
     pub fn read_entry(&self, index: u64) -> io::Result<Option<C::Entry>> {
+        if let Some(mut cached) = self.cache().get(index, index + 1) {
+            return Ok(cached.pop());
+        }
         let log = self.store.cf(CF_RAFT_LOG);
         match self
             .store
@@ -208,14 +359,18 @@ impl<C: GroupTypes> RaftLogStorage<C> for RocksLogStore<C> {
     {
         let log = self.store.cf(CF_RAFT_LOG);
         let mut batch = WriteBatch::default();
+        let mut appended = Vec::new();
         for entry in entries {
-            batch.put_cf(
-                log,
-                keys::indexed(self.group, entry.index()),
-                codec::encode(&entry)?,
-            );
+            let encoded = codec::encode(&entry)?;
+            batch.put_cf(log, keys::indexed(self.group, entry.index()), &encoded);
+            appended.push((entry, encoded.len()));
         }
         self.store.write(batch)?;
+        let mut cache = self.cache();
+        for (entry, size) in appended {
+            cache.push(entry.index(), entry, size);
+        }
+        drop(cache);
         self.store
             .after_sync(Box::new(move |outcome| callback.io_completed(outcome)));
         Ok(())
@@ -230,7 +385,9 @@ impl<C: GroupTypes> RaftLogStorage<C> for RocksLogStore<C> {
             keys::indexed(self.group, from).as_slice(),
             keys::group_end(self.group).as_slice(),
         );
-        self.store.write(batch)
+        self.store.write(batch)?;
+        self.cache().truncate(from);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
@@ -241,7 +398,9 @@ impl<C: GroupTypes> RaftLogStorage<C> for RocksLogStore<C> {
             keys::indexed(self.group, 0),
             keys::indexed(self.group, log_id.index() + 1),
         );
-        self.store.write(batch)
+        self.store.write(batch)?;
+        self.cache().purge(log_id.index());
+        Ok(())
     }
 }
 
@@ -298,6 +457,80 @@ mod tests {
             stats.callbacks.load(std::sync::atomic::Ordering::Relaxed),
             3
         );
+    }
+
+    #[test]
+    fn tail_cache_mirrors_appends_truncations_and_purges() {
+        let budget = Arc::new(CacheBudget::new(1000, 100));
+        let mut cache = TailCache::<u64>::new(budget.clone());
+        for i in 1..=5 {
+            cache.push(i, i * 10, 10);
+        }
+        assert_eq!(cache.get(2, 5), Some(vec![20, 30, 40]));
+        assert_eq!(cache.get(0, 2), None, "index 0 was never cached");
+        assert_eq!(cache.get(4, 7), None, "beyond the tail");
+        cache.truncate(4);
+        assert_eq!(cache.get(3, 4), Some(vec![30]));
+        assert_eq!(cache.get(4, 5), None);
+        cache.push(4, 400, 10);
+        assert_eq!(cache.get(3, 5), Some(vec![30, 400]));
+        cache.purge(2);
+        assert_eq!(cache.get(2, 3), None);
+        assert_eq!(cache.get(3, 5), Some(vec![30, 400]));
+        // Over budget: the oldest go.
+        for i in 5..=20 {
+            cache.push(i, i, 10);
+        }
+        assert!(cache.bytes <= 100);
+        assert_eq!(cache.get(20, 21), Some(vec![20]));
+        assert_eq!(cache.get(5, 6), None);
+        // A gap restarts the run.
+        cache.push(30, 30, 10);
+        assert_eq!(cache.get(20, 21), None);
+        assert_eq!(cache.get(30, 31), Some(vec![30]));
+        assert_eq!(budget.used(), 10);
+        drop(cache);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn the_shared_budget_bounds_all_groups_together() {
+        let budget = Arc::new(CacheBudget::new(100, 80));
+        let mut a = TailCache::<u64>::new(budget.clone());
+        let mut b = TailCache::<u64>::new(budget.clone());
+        for i in 1..=8 {
+            a.push(i, i, 10);
+        }
+        assert_eq!(budget.used(), 80);
+        for i in 1..=5 {
+            b.push(i, i, 10);
+        }
+        // b evicts its own oldest to keep the store within 100 bytes.
+        assert!(budget.used() <= 100, "{}", budget.used());
+        assert_eq!(b.get(5, 6), Some(vec![5]));
+        assert_eq!(a.get(1, 9).map(|v| v.len()), Some(8));
+    }
+
+    /// With and without the cache, reads return what is stored.
+    #[tokio::test]
+    async fn cached_and_stored_reads_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            log_cache_mib: 0,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), &options).unwrap();
+        let mut log = RocksLogStore::<TestTypes>::new(store.clone(), GroupId(9));
+        let entries = (1..=4).map(|i| blank_ent::<TestTypes>(1, 1, i));
+        log.append(entries, IOFlushed::noop()).await.unwrap();
+        // A zero budget still keeps the newest entry, and misses fall back to RocksDB.
+        let all = log.read_entries(1..5).unwrap();
+        assert_eq!(
+            all.iter().map(|e| e.index()).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        assert_eq!(log.read_entry(2).unwrap().map(|e| e.index()), Some(2));
+        assert_eq!(log.read_entry(4).unwrap().map(|e| e.index()), Some(4));
     }
 
     #[tokio::test]

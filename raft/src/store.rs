@@ -15,6 +15,7 @@ use rocksdb::{
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{self, COLUMN_FAMILIES};
+use crate::log_store::CacheBudget;
 use crate::syncer::{SyncCallback, SyncStats, Syncer};
 
 /// Name of the lock file in the data directory.
@@ -40,6 +41,11 @@ pub struct StoreOptions {
     /// writes queue up naturally while an fsync runs.
     #[serde(with = "humantime_serde")]
     pub sync_linger: Duration,
+    /// Recent log entries kept in memory per Raft group, MiB (apply, replication and tail
+    /// reads skip RocksDB for them).
+    pub log_cache_mib: usize,
+    /// Cap on those caches, all groups together, MiB.
+    pub log_cache_total_mib: usize,
 }
 
 impl Default for StoreOptions {
@@ -51,6 +57,8 @@ impl Default for StoreOptions {
             max_wal_mib: 512,
             background_jobs: 2,
             sync_linger: Duration::ZERO,
+            log_cache_mib: 8,
+            log_cache_total_mib: 256,
         }
     }
 }
@@ -83,6 +91,8 @@ struct Inner {
     syncer: Option<Syncer>,
     db: Arc<DB>,
     dir: PathBuf,
+    options: StoreOptions,
+    log_cache: Arc<CacheBudget>,
     _lock: File,
 }
 
@@ -140,6 +150,11 @@ impl Store {
                 syncer,
                 db,
                 dir: dir.to_owned(),
+                options: options.clone(),
+                log_cache: Arc::new(CacheBudget::new(
+                    options.log_cache_total_mib << 20,
+                    options.log_cache_mib << 20,
+                )),
                 _lock: lock,
             }),
         })
@@ -151,6 +166,15 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+
+    /// The budget every group's log cache draws from.
+    pub fn log_cache_budget(&self) -> Arc<CacheBudget> {
+        self.inner.log_cache.clone()
     }
 
     /// A column family opened with the store.
@@ -234,10 +258,11 @@ fn open_db(path: &Path, options: &StoreOptions) -> Result<DB, rocksdb::Error> {
         cf.set_block_based_table_factory(&table);
         cf.set_level_compaction_dynamic_level_bytes(true);
         if name == keys::CF_RAFT_LOG {
-            // Producer batches: big values, written once, read mostly from the tail.
+            // Producer batches: big values, written once, read mostly from the tail, and
+            // already compressed by producers (or incompressible): compressing them again
+            // costs CPU for nothing.
             cf.set_write_buffer_size(64 << 20);
-            cf.set_compression_type(DBCompressionType::Lz4);
-            cf.set_bottommost_compression_type(DBCompressionType::Zstd);
+            cf.set_compression_type(DBCompressionType::None);
         } else {
             cf.set_write_buffer_size(16 << 20);
             cf.set_compression_type(DBCompressionType::Lz4);

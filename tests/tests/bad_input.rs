@@ -272,6 +272,48 @@ async fn data_requests_are_validated_and_write_nothing() -> anyhow::Result<()> {
         "crc32c",
     );
 
+    // The same when the server partitions the batch by key and splits it.
+    let spread: Vec<pb::Record> = (0..10)
+        .map(|i| pb::Record {
+            key: Some(Bytes::from(format!("key-{i}"))),
+            ..record(b"v")
+        })
+        .collect();
+    let spread_domain: Vec<mq_common::records::Record> = spread
+        .iter()
+        .map(|r| mq_common::records::Record {
+            key: r.key.clone(),
+            value: r.value.clone(),
+            headers: vec![],
+            timestamp_ms: 0,
+        })
+        .collect();
+    let spread_crc = mq_common::records::records_crc32c(&spread_domain);
+    expect_error(
+        broker
+            .produce(produce(
+                "events",
+                None,
+                spread.clone(),
+                Some(spread_crc ^ 0x1),
+            ))
+            .await,
+        Code::InvalidArgument,
+        ErrorCode::CorruptBatch,
+        "crc32c",
+    );
+    // (Accepted with the right checksum, on a topic of its own so the checks below hold.)
+    admin.create_topic(create("spread", Some(3), None)).await?;
+    let mut spread_ok = produce("spread", None, spread, Some(spread_crc));
+    spread_ok.topic = "spread".into();
+    let results = broker.produce(spread_ok).await?.into_inner().results;
+    assert!(
+        results.len() > 1,
+        "10 keys over 3 partitions split the batch: {results:?}"
+    );
+    assert!(results.iter().all(|r| r.error.is_none()), "{results:?}");
+    assert_eq!(results.iter().map(|r| r.record_count).sum::<u32>(), 10);
+
     // Nothing of the rejected requests was written.
     let hw = |broker: &mut BrokerClient<Channel>| {
         let mut broker = broker.clone();

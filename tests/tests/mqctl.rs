@@ -168,6 +168,28 @@ async fn mqctl_manages_topics_and_moves_messages() -> anyhow::Result<()> {
     let gone = run(&["topic", "describe", "orders"], "")?;
     assert!(!gone.status.success());
     assert!(stderr(&gone).contains("does not exist"));
+
+    // A topic re-created under the same name is a new, empty topic.
+    let recreated = run(
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--output",
+            "json",
+        ],
+        "",
+    )?;
+    assert!(recreated.status.success(), "{}", stderr(&recreated));
+    let recreated: serde_json::Value = serde_json::from_slice(&recreated.stdout)?;
+    assert_ne!(recreated["topic_id"], topic["topic_id"]);
+    let described = run(&["topic", "describe", "orders", "--output", "json"], "")?;
+    let fresh: serde_json::Value = serde_json::from_slice(&described.stdout)?;
+    for partition in fresh["partitions"].as_array().expect("partitions") {
+        assert_eq!(partition["high_watermark"], 0, "{partition}");
+    }
     node.assert_no_panic();
     Ok(())
 }

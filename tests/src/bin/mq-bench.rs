@@ -146,9 +146,20 @@ async fn run(
     client
         .create_topic(&topic, NewTopic::default().partitions(1))
         .await?;
-    let value = Bytes::from(vec![b'v'; args.value_size]);
+    // Incompressible values, as real (or producer-compressed) payloads are.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let records: Vec<Record> = (0..batch)
-        .map(|i| Record::keyed(format!("key-{i:06}"), value.clone()))
+        .map(|i| {
+            let value: Vec<u8> = (0..args.value_size)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            Record::keyed(format!("key-{i:06}"), Bytes::from(value))
+        })
         .collect();
     let batches = args.messages.div_ceil(batch as u64);
     let total = batches * batch as u64;
