@@ -22,7 +22,7 @@
 use std::fmt;
 
 use bytes::{Buf, Bytes};
-use mq_common::records::{self, Record};
+use mq_common::records::{self, EncodedSummary, Record};
 use serde::{Deserialize, Serialize};
 
 const MAGIC: u8 = 1;
@@ -30,21 +30,25 @@ const CRC_RANGE_START: usize = 5;
 /// Bytes before the records section.
 pub const HEADER_LEN: usize = 43;
 
-/// An encoded batch. Cheap to clone (shares its buffer).
+/// An encoded batch: its header and its records section, each sharing the buffer it came from
+/// (records sent already encoded are stored without a copy).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredBatch(Bytes);
+pub struct StoredBatch {
+    header: Bytes,
+    records: Bytes,
+}
 
 impl fmt::Debug for StoredBatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never dump record bytes into logs.
-        write!(f, "StoredBatch({} bytes)", self.0.len())
+        write!(f, "StoredBatch({} bytes)", self.len())
     }
 }
 
 /// Why a stored batch cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BatchError {
-    #[error("batch is {0} bytes, shorter than its header")]
+    #[error("batch header is {0} bytes, not {HEADER_LEN}")]
     Truncated(usize),
     #[error("unknown batch format {0}")]
     UnknownFormat(u8),
@@ -65,6 +69,13 @@ pub struct ChecksumMismatch {
     pub computed: u32,
 }
 
+fn check_sent(sent: Option<u32>, computed: u32) -> Result<(), ChecksumMismatch> {
+    match sent {
+        Some(sent) if sent != computed => Err(ChecksumMismatch { sent, computed }),
+        _ => Ok(()),
+    }
+}
+
 impl StoredBatch {
     /// Encodes `records` into a batch. Records with timestamp 0 get `now_ms`. When `sent_crc`
     /// is given it must be the CRC-32C of the canonical encoding of `records` as sent.
@@ -80,18 +91,12 @@ impl StoredBatch {
                 r.timestamp_ms
             }
         };
-        let any_unstamped = records.iter().any(|r| r.timestamp_ms == 0);
-        if let (Some(sent), true) = (sent_crc, any_unstamped) {
+        let mut encoded = Vec::with_capacity(records.iter().map(Record::encoded_len).sum());
+        if records.iter().any(|r| r.timestamp_ms == 0) {
             // The stored bytes will differ from what the client hashed: check the sent form.
-            let computed = records::records_crc32c(records);
-            if computed != sent {
-                return Err(ChecksumMismatch { sent, computed });
+            if let Some(sent) = sent_crc {
+                check_sent(Some(sent), records::records_crc32c(records))?;
             }
-        }
-        let records_len: usize = records.iter().map(Record::encoded_len).sum();
-        let mut buffer = Vec::with_capacity(HEADER_LEN + records_len);
-        buffer.resize(HEADER_LEN, 0);
-        if any_unstamped {
             let stamped: Vec<Record> = records
                 .iter()
                 .map(|r| Record {
@@ -99,61 +104,118 @@ impl StoredBatch {
                     ..r.clone()
                 })
                 .collect();
-            records::encode_records(&stamped, &mut buffer);
+            records::encode_records(&stamped, &mut encoded);
+            let crc = crc32c::crc32c(&encoded);
+            Ok(Self::assemble(
+                Bytes::from(encoded),
+                records.len(),
+                &stamped,
+                crc,
+            ))
         } else {
-            records::encode_records(records, &mut buffer);
+            records::encode_records(records, &mut encoded);
+            let crc = crc32c::crc32c(&encoded);
+            check_sent(sent_crc, crc)?;
+            Ok(Self::assemble(
+                Bytes::from(encoded),
+                records.len(),
+                records,
+                crc,
+            ))
         }
-        let records_crc = crc32c::crc32c(&buffer[HEADER_LEN..]);
-        if let (Some(sent), false) = (sent_crc, any_unstamped)
-            && sent != records_crc
-        {
-            return Err(ChecksumMismatch {
-                sent,
-                computed: records_crc,
-            });
+    }
+
+    /// A batch from records sent already encoded, as checked by [`records::scan_records`]:
+    /// stored as they are (one checksum pass), unless some need the broker's timestamp.
+    pub fn from_encoded(
+        encoded: Bytes,
+        count: usize,
+        summary: &EncodedSummary,
+        now_ms: i64,
+        sent_crc: Option<u32>,
+    ) -> Result<Self, ChecksumMismatch> {
+        let crc = crc32c::crc32c(&encoded);
+        check_sent(sent_crc, crc)?;
+        if summary.unstamped {
+            let decoded =
+                records::decode_records(encoded, count).expect("scan_records accepted these bytes");
+            return Self::build(&decoded, now_ms, None);
         }
-        let first_timestamp = records.first().map_or(now_ms, stamp);
-        let max_timestamp = records.iter().map(stamp).max().unwrap_or(now_ms);
-        buffer[0] = MAGIC;
-        buffer[5] = 0; // codec: none
-        buffer[6] = 0; // flags
-        buffer[7..11].copy_from_slice(&(records.len() as u32).to_be_bytes());
-        buffer[11..19].copy_from_slice(&first_timestamp.to_be_bytes());
-        buffer[19..27].copy_from_slice(&max_timestamp.to_be_bytes());
-        buffer[27..35].copy_from_slice(&0u64.to_be_bytes());
-        buffer[35..39].copy_from_slice(&0u32.to_be_bytes());
-        buffer[39..43].copy_from_slice(&(records_len as u32).to_be_bytes());
+        Ok(Self::with_header(
+            encoded,
+            count,
+            summary.first_timestamp_ms,
+            summary.max_timestamp_ms,
+            crc,
+        ))
+    }
+
+    fn assemble(encoded: Bytes, count: usize, stamped: &[Record], records_crc: u32) -> Self {
+        let first = stamped.first().map_or(0, |r| r.timestamp_ms);
+        let max = stamped.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
+        Self::with_header(encoded, count, first, max, records_crc)
+    }
+
+    /// Adds the header to a records section whose CRC-32C is `records_crc`.
+    fn with_header(
+        records: Bytes,
+        count: usize,
+        first_timestamp_ms: i64,
+        max_timestamp_ms: i64,
+        records_crc: u32,
+    ) -> Self {
+        let mut header = [0u8; HEADER_LEN];
+        header[0] = MAGIC;
+        header[5] = 0; // codec: none
+        header[6] = 0; // flags
+        header[7..11].copy_from_slice(&(count as u32).to_be_bytes());
+        header[11..19].copy_from_slice(&first_timestamp_ms.to_be_bytes());
+        header[19..27].copy_from_slice(&max_timestamp_ms.to_be_bytes());
+        header[27..35].copy_from_slice(&0u64.to_be_bytes());
+        header[35..39].copy_from_slice(&0u32.to_be_bytes());
+        header[39..43].copy_from_slice(&(records.len() as u32).to_be_bytes());
         // crc(header tail ‖ records) from the two parts, without a second pass over records.
-        let header_crc = crc32c::crc32c(&buffer[CRC_RANGE_START..HEADER_LEN]);
-        let crc = crc32c::crc32c_combine(header_crc, records_crc, records_len);
-        buffer[1..5].copy_from_slice(&crc.to_be_bytes());
-        Ok(Self(Bytes::from(buffer)))
+        let header_crc = crc32c::crc32c(&header[CRC_RANGE_START..]);
+        let crc = crc32c::crc32c_combine(header_crc, records_crc, records.len());
+        header[1..5].copy_from_slice(&crc.to_be_bytes());
+        Self {
+            header: Bytes::copy_from_slice(&header),
+            records,
+        }
     }
 
-    /// Wraps bytes read back from storage; nothing is checked until [`Self::header`] or
-    /// [`Self::verify`].
+    /// Splits bytes laid out as header then records (see the module docs); nothing is checked
+    /// until [`Self::header`] or [`Self::verify`].
     pub fn from_bytes(bytes: Bytes) -> Self {
-        Self(bytes)
+        let split = HEADER_LEN.min(bytes.len());
+        Self {
+            header: bytes.slice(..split),
+            records: bytes.slice(split..),
+        }
     }
 
-    pub fn as_bytes(&self) -> &Bytes {
-        &self.0
+    /// The batch as one byte string: header then records.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut bytes = Vec::with_capacity(self.len());
+        bytes.extend_from_slice(&self.header);
+        bytes.extend_from_slice(&self.records);
+        Bytes::from(bytes)
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.header.len() + self.records.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 
     /// The header fields, after checking format and lengths (not the checksum).
     pub fn header(&self) -> Result<BatchHeader, BatchError> {
-        if self.0.len() < HEADER_LEN {
-            return Err(BatchError::Truncated(self.0.len()));
+        if self.header.len() != HEADER_LEN {
+            return Err(BatchError::Truncated(self.header.len()));
         }
-        let mut header = &self.0[..HEADER_LEN];
+        let mut header = &self.header[..];
         let magic = header.get_u8();
         if magic != MAGIC {
             return Err(BatchError::UnknownFormat(magic));
@@ -170,11 +232,10 @@ impl StoredBatch {
         if codec != 0 {
             return Err(BatchError::UnsupportedCodec(codec));
         }
-        let actual = self.0.len() - HEADER_LEN;
-        if actual != records_len {
+        if self.records.len() != records_len {
             return Err(BatchError::LengthMismatch {
                 declared: records_len,
-                actual,
+                actual: self.records.len(),
             });
         }
         Ok(BatchHeader {
@@ -188,7 +249,10 @@ impl StoredBatch {
     /// Checks the checksum; returns the header.
     pub fn verify(&self) -> Result<BatchHeader, BatchError> {
         let header = self.header()?;
-        let computed = crc32c::crc32c(&self.0[CRC_RANGE_START..]);
+        let computed = crc32c::crc32c_append(
+            crc32c::crc32c(&self.header[CRC_RANGE_START..]),
+            &self.records,
+        );
         if computed != header.crc {
             return Err(BatchError::ChecksumMismatch {
                 stored: header.crc,
@@ -202,7 +266,7 @@ impl StoredBatch {
     pub fn records(&self) -> Result<Vec<Record>, BatchError> {
         let header = self.verify()?;
         Ok(records::decode_records(
-            self.0.slice(HEADER_LEN..),
+            self.records.clone(),
             header.record_count as usize,
         )?)
     }
@@ -251,7 +315,7 @@ mod tests {
     fn every_flipped_byte_is_detected() {
         let batch = StoredBatch::build(&records(), 0, None).unwrap();
         for at in 1..batch.len() {
-            let mut bytes = batch.as_bytes().to_vec();
+            let mut bytes = batch.to_bytes().to_vec();
             bytes[at] ^= 0x40;
             let corrupted = StoredBatch::from_bytes(Bytes::from(bytes));
             assert!(
@@ -290,6 +354,51 @@ mod tests {
     }
 
     #[test]
+    fn encoded_records_are_stored_as_sent() {
+        let records = records();
+        let mut encoded = Vec::new();
+        records::encode_records(&records, &mut encoded);
+        let encoded = Bytes::from(encoded);
+        let summary = records::scan_records(&encoded, records.len()).unwrap();
+        let crc = crc32c::crc32c(&encoded);
+        let batch =
+            StoredBatch::from_encoded(encoded.clone(), records.len(), &summary, 0, Some(crc))
+                .unwrap();
+        assert_eq!(batch, StoredBatch::build(&records, 0, None).unwrap());
+        assert_eq!(batch.records().unwrap(), records);
+        // Shares the sender's buffer: no copy.
+        assert_eq!(batch.records.as_ptr(), encoded.as_ptr());
+        let err = StoredBatch::from_encoded(encoded, records.len(), &summary, 0, Some(crc ^ 1))
+            .unwrap_err();
+        assert_eq!(err.computed, crc);
+    }
+
+    #[test]
+    fn encoded_records_without_timestamps_get_the_brokers() {
+        let unstamped: Vec<Record> = records().into_iter().map(|r| r.with_timestamp(0)).collect();
+        let mut encoded = Vec::new();
+        records::encode_records(&unstamped, &mut encoded);
+        let summary = records::scan_records(&encoded, unstamped.len()).unwrap();
+        let crc = crc32c::crc32c(&encoded);
+        let batch = StoredBatch::from_encoded(
+            Bytes::from(encoded),
+            unstamped.len(),
+            &summary,
+            99,
+            Some(crc),
+        )
+        .unwrap();
+        assert!(
+            batch
+                .records()
+                .unwrap()
+                .iter()
+                .all(|r| r.timestamp_ms == 99)
+        );
+        assert_eq!(batch.header().unwrap().max_timestamp_ms, 99);
+    }
+
+    #[test]
     fn truncated_and_foreign_bytes_are_rejected() {
         assert!(matches!(
             StoredBatch::from_bytes(Bytes::from_static(b"short")).header(),
@@ -297,7 +406,7 @@ mod tests {
         ));
         let mut bytes = StoredBatch::build(&records(), 0, None)
             .unwrap()
-            .as_bytes()
+            .to_bytes()
             .to_vec();
         bytes[0] = 9;
         assert!(matches!(

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use futures::Stream;
 use mq_common::error::LeaderHint;
 use mq_common::ids::{PartitionId, TopicName};
 use mq_common::partitioner::partition_for_key;
-use mq_common::records::{Record, records_crc32c};
+use mq_common::records::{self, Record, records_crc32c};
 use mq_common::shutdown::CancellationToken;
 
 use crate::batch::StoredBatch;
@@ -26,8 +27,17 @@ use crate::replicas::{HostedTopic, Replicas};
 #[derive(Debug, Clone)]
 pub struct ProduceBatch {
     pub partition: Option<u32>,
-    pub records: Vec<Record>,
+    pub records: BatchRecords,
     pub crc32c: Option<u32>,
+}
+
+/// The records of a batch, as sent.
+#[derive(Debug, Clone)]
+pub enum BatchRecords {
+    /// As messages (the broker encodes them, and may split them by key).
+    Decoded(Vec<Record>),
+    /// Already in the canonical encoding, for one named partition.
+    Encoded { bytes: Bytes, count: u32 },
 }
 
 /// The outcome of the records of one batch that went to one partition.
@@ -121,54 +131,49 @@ impl Broker {
         let now_ms = now_ms();
         let mut parts = Vec::new();
         for (batch_index, batch) in batches.into_iter().enumerate() {
-            for (record_index, record) in batch.records.iter().enumerate() {
-                let size = record.size();
-                if size > hosted.max_message_bytes as usize {
-                    return Err(BrokerError::RecordTooLarge {
-                        topic: topic.to_string(),
-                        batch: batch_index,
-                        record: record_index,
-                        size,
-                        max: hosted.max_message_bytes as usize,
-                    });
+            match batch.records {
+                BatchRecords::Decoded(records) => {
+                    let stored = self.prepare_decoded(
+                        topic,
+                        &hosted,
+                        batch_index,
+                        (batch.partition, batch.crc32c),
+                        records,
+                        now_ms,
+                    )?;
+                    parts.extend(stored);
                 }
-            }
-            // The client's checksum covers the whole batch. A batch for one named partition is
-            // checked while it is encoded (one pass); one the server partitions is checked
-            // before it is split.
-            let mut sent_crc = batch.crc32c;
-            if let (Some(sent), None) = (sent_crc, batch.partition) {
-                let computed = records_crc32c(&batch.records);
-                if computed != sent {
-                    return Err(BrokerError::CorruptBatch {
-                        batch: batch_index,
-                        sent,
-                        computed,
-                    });
-                }
-                sent_crc = None;
-            }
-            for (partition, records) in self.split(batch, &hosted, topic)? {
-                let crc = sent_crc;
-                let stored = StoredBatch::build(&records, now_ms, crc).map_err(|mismatch| {
-                    BrokerError::CorruptBatch {
+                BatchRecords::Encoded { bytes, count } => {
+                    let partition = batch.partition.ok_or_else(|| {
+                        BrokerError::invalid(
+                            format!("batches[{batch_index}].partition"),
+                            "is required with encoded_records",
+                        )
+                    })?;
+                    check_partition(topic, &hosted, partition)?;
+                    let summary = records::scan_records(&bytes, count as usize).map_err(|err| {
+                        BrokerError::invalid(
+                            format!("batches[{batch_index}].encoded_records"),
+                            err.to_string(),
+                        )
+                    })?;
+                    let (record, size) = summary.largest;
+                    check_record_size(topic, &hosted, batch_index, record, size)?;
+                    let stored = StoredBatch::from_encoded(
+                        bytes,
+                        count as usize,
+                        &summary,
+                        now_ms,
+                        batch.crc32c,
+                    )
+                    .map_err(|mismatch| BrokerError::CorruptBatch {
                         batch: batch_index,
                         sent: mismatch.sent,
                         computed: mismatch.computed,
-                    }
-                })?;
-                if stored.len() > self.limits.max_batch_bytes {
-                    return Err(BrokerError::invalid(
-                        format!("batches[{batch_index}]"),
-                        format!(
-                            "{} bytes of records for one partition exceed the limit of {} bytes; \
-                             split the batch",
-                            stored.len(),
-                            self.limits.max_batch_bytes
-                        ),
-                    ));
+                    })?;
+                    self.check_batch_size(batch_index, &stored)?;
+                    parts.push((batch_index, partition, count, stored));
                 }
-                parts.push((batch_index, partition, records.len() as u32, stored));
             }
         }
         let appends = parts
@@ -204,27 +209,85 @@ impl Broker {
         Ok(futures::future::join_all(appends).await)
     }
 
+    /// Validates decoded records and encodes them into one stored batch per target partition:
+    /// `(batch index, partition, record count, batch)`.
+    fn prepare_decoded(
+        &self,
+        topic: &TopicName,
+        hosted: &HostedTopic,
+        batch_index: usize,
+        (partition, sent_crc): (Option<u32>, Option<u32>),
+        records: Vec<Record>,
+        now_ms: i64,
+    ) -> Result<Vec<(usize, u32, u32, StoredBatch)>, BrokerError> {
+        for (record_index, record) in records.iter().enumerate() {
+            check_record_size(topic, hosted, batch_index, record_index, record.size())?;
+        }
+        // The client's checksum covers the whole batch. A batch for one named partition is
+        // checked while it is encoded (one pass); one the server partitions is checked
+        // before it is split.
+        let mut sent_crc = sent_crc;
+        if let (Some(sent), None) = (sent_crc, partition) {
+            let computed = records_crc32c(&records);
+            if computed != sent {
+                return Err(BrokerError::CorruptBatch {
+                    batch: batch_index,
+                    sent,
+                    computed,
+                });
+            }
+            sent_crc = None;
+        }
+        let mut parts = Vec::new();
+        for (partition, records) in self.split(partition, records, hosted, topic)? {
+            let stored = StoredBatch::build(&records, now_ms, sent_crc).map_err(|mismatch| {
+                BrokerError::CorruptBatch {
+                    batch: batch_index,
+                    sent: mismatch.sent,
+                    computed: mismatch.computed,
+                }
+            })?;
+            self.check_batch_size(batch_index, &stored)?;
+            parts.push((batch_index, partition, records.len() as u32, stored));
+        }
+        Ok(parts)
+    }
+
+    fn check_batch_size(
+        &self,
+        batch_index: usize,
+        stored: &StoredBatch,
+    ) -> Result<(), BrokerError> {
+        if stored.len() > self.limits.max_batch_bytes {
+            return Err(BrokerError::invalid(
+                format!("batches[{batch_index}]"),
+                format!(
+                    "{} bytes of records for one partition exceed the limit of {} bytes; split \
+                     the batch",
+                    stored.len(),
+                    self.limits.max_batch_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The records of `batch` grouped by target partition, in batch order within each.
     fn split(
         &self,
-        batch: ProduceBatch,
+        partition: Option<u32>,
+        records: Vec<Record>,
         hosted: &HostedTopic,
         topic: &TopicName,
     ) -> Result<BTreeMap<u32, Vec<Record>>, BrokerError> {
         let partitions = hosted.partition_count;
-        if let Some(partition) = batch.partition {
-            if partition >= partitions {
-                return Err(BrokerError::PartitionNotFound {
-                    topic: topic.to_string(),
-                    partition,
-                    partitions,
-                });
-            }
-            return Ok(BTreeMap::from([(partition, batch.records)]));
+        if let Some(partition) = partition {
+            check_partition(topic, hosted, partition)?;
+            return Ok(BTreeMap::from([(partition, records)]));
         }
         let keyless = self.next_keyless.fetch_add(1, Ordering::Relaxed) % partitions;
         let mut split: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
-        for record in batch.records {
+        for record in records {
             let partition = match &record.key {
                 Some(key) => partition_for_key(key, partitions),
                 None => keyless,
@@ -400,6 +463,40 @@ impl Broker {
             },
         }
     }
+}
+
+fn check_partition(
+    topic: &TopicName,
+    hosted: &HostedTopic,
+    partition: u32,
+) -> Result<(), BrokerError> {
+    if partition >= hosted.partition_count {
+        return Err(BrokerError::PartitionNotFound {
+            topic: topic.to_string(),
+            partition,
+            partitions: hosted.partition_count,
+        });
+    }
+    Ok(())
+}
+
+fn check_record_size(
+    topic: &TopicName,
+    hosted: &HostedTopic,
+    batch: usize,
+    record: usize,
+    size: usize,
+) -> Result<(), BrokerError> {
+    if size > hosted.max_message_bytes as usize {
+        return Err(BrokerError::RecordTooLarge {
+            topic: topic.to_string(),
+            batch,
+            record,
+            size,
+            max: hosted.max_message_bytes as usize,
+        });
+    }
+    Ok(())
 }
 
 struct Subscription {

@@ -30,7 +30,7 @@ pub struct Header {
 }
 
 impl Record {
-    /// A record with a key and a value, timestamped by the broker.
+    /// A record with a key and a value, without timestamp (set when sent).
     pub fn keyed(key: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
         Self {
             key: Some(key.into()),
@@ -39,8 +39,8 @@ impl Record {
         }
     }
 
-    /// A record without key (the broker or producer picks its partition), timestamped by the
-    /// broker.
+    /// A record without key (the broker or producer picks its partition), without timestamp
+    /// (set when sent).
     pub fn unkeyed(value: impl Into<Bytes>) -> Self {
         Self {
             value: Some(value.into()),
@@ -56,7 +56,8 @@ impl Record {
         self
     }
 
-    /// Milliseconds since the Unix epoch; 0 lets the broker stamp the record.
+    /// Milliseconds since the Unix epoch; 0 means "when sent" (the producer's or, for records
+    /// sent as messages with 0, the broker's clock).
     pub fn with_timestamp(mut self, timestamp_ms: i64) -> Self {
         self.timestamp_ms = timestamp_ms;
         self
@@ -170,6 +171,90 @@ pub fn decode_records(mut data: Bytes, count: usize) -> Result<Vec<Record>, Deco
     Ok(records)
 }
 
+/// What one pass over encoded records learned (see [`scan_records`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EncodedSummary {
+    /// Index and size (key + value + headers) of the largest record.
+    pub largest: (usize, usize),
+    pub first_timestamp_ms: i64,
+    pub max_timestamp_ms: i64,
+    /// Whether some record has timestamp 0 (to be stamped by the broker).
+    pub unstamped: bool,
+}
+
+/// Checks that `data` is exactly `count` records in the canonical encoding (header names
+/// UTF-8), without decoding them; returns what a broker needs to accept them.
+pub fn scan_records(data: &[u8], count: usize) -> Result<EncodedSummary, DecodeError> {
+    let mut rest = data;
+    let mut summary = EncodedSummary {
+        max_timestamp_ms: i64::MIN,
+        ..EncodedSummary::default()
+    };
+    for index in 0..count {
+        let fail = |problem| DecodeError { index, problem };
+        let key = skip_optional(&mut rest).ok_or(fail("truncated key"))?;
+        let value = skip_optional(&mut rest).ok_or(fail("truncated value"))?;
+        if rest.len() < 12 {
+            return Err(fail("truncated timestamp or header count"));
+        }
+        let timestamp_ms = rest.get_i64();
+        let header_count = rest.get_u32() as usize;
+        if header_count > rest.len() / 8 {
+            return Err(fail("header count exceeds the data"));
+        }
+        let mut size = key + value;
+        for _ in 0..header_count {
+            let name = skip_sized(&mut rest).ok_or(fail("truncated header name"))?;
+            std::str::from_utf8(name).map_err(|_| fail("header name is not UTF-8"))?;
+            let value = skip_sized(&mut rest).ok_or(fail("truncated header value"))?;
+            size += name.len() + value.len();
+        }
+        if index == 0 {
+            summary.first_timestamp_ms = timestamp_ms;
+        }
+        summary.max_timestamp_ms = summary.max_timestamp_ms.max(timestamp_ms);
+        summary.unstamped |= timestamp_ms == 0;
+        if size > summary.largest.1 || index == 0 {
+            summary.largest = (index, size);
+        }
+    }
+    if !rest.is_empty() {
+        return Err(DecodeError {
+            index: count,
+            problem: "trailing bytes after the last record",
+        });
+    }
+    Ok(summary)
+}
+
+/// Length of an optional field, advancing past it; `None` when truncated.
+fn skip_optional(data: &mut &[u8]) -> Option<usize> {
+    if data.len() < 4 {
+        return None;
+    }
+    let len = data.get_i32();
+    if len == -1 {
+        return Some(0);
+    }
+    let len = usize::try_from(len).ok()?;
+    (data.len() >= len).then(|| {
+        data.advance(len);
+        len
+    })
+}
+
+fn skip_sized<'a>(data: &mut &'a [u8]) -> Option<&'a [u8]> {
+    if data.len() < 4 {
+        return None;
+    }
+    let len = data.get_u32() as usize;
+    (data.len() >= len).then(|| {
+        let (field, rest) = data.split_at(len);
+        *data = rest;
+        field
+    })
+}
+
 /// `None` when truncated; `Some(None)` for an absent field.
 fn take_optional(data: &mut Bytes) -> Option<Option<Bytes>> {
     if data.remaining() < 4 {
@@ -261,6 +346,41 @@ mod tests {
         .concat();
         assert_eq!(buffer, expected);
         assert_eq!(records_crc32c([&record]), crc32c::crc32c(&expected));
+    }
+
+    #[test]
+    fn scanning_agrees_with_decoding() {
+        let records = sample();
+        let mut buffer = Vec::new();
+        encode_records(&records, &mut buffer);
+        let summary = scan_records(&buffer, records.len()).unwrap();
+        assert_eq!(summary.largest, (0, 2 + 5 + 5 + 3));
+        assert_eq!(summary.first_timestamp_ms, 1_700_000_000_000);
+        assert_eq!(summary.max_timestamp_ms, 1_700_000_000_000);
+        assert!(summary.unstamped, "the third record has timestamp 0");
+        for cut in 0..buffer.len() {
+            assert_eq!(
+                scan_records(&buffer[..cut], records.len()).is_ok(),
+                decode_records(Bytes::copy_from_slice(&buffer[..cut]), records.len()).is_ok(),
+                "cut at {cut}"
+            );
+        }
+        assert!(
+            scan_records(&buffer, records.len() - 1).is_err(),
+            "trailing record"
+        );
+        assert!(
+            scan_records(&buffer, records.len() + 1).is_err(),
+            "missing record"
+        );
+        let mut bad_name = Vec::new();
+        encode_records(
+            [&Record::unkeyed("v").with_header("\u{1F600}", "x")],
+            &mut bad_name,
+        );
+        let at = bad_name.len() - 1 - 4 - 4;
+        bad_name[at] = 0xff;
+        assert!(scan_records(&bad_name, 1).is_err(), "non-UTF-8 header name");
     }
 
     #[test]

@@ -358,12 +358,18 @@ impl<C: GroupTypes> RaftLogStorage<C> for RocksLogStore<C> {
         I::IntoIter: OptionalSend,
     {
         let log = self.store.cf(CF_RAFT_LOG);
-        let mut batch = WriteBatch::default();
-        let mut appended = Vec::new();
+        let mut encoded = Vec::new();
         for entry in entries {
-            let encoded = codec::encode(&entry)?;
-            batch.put_cf(log, keys::indexed(self.group, entry.index()), &encoded);
-            appended.push((entry, encoded.len()));
+            let bytes = codec::encode(&entry)?;
+            encoded.push((entry, bytes));
+        }
+        // Sized up front, so RocksDB does not grow (and copy) its buffer per entry.
+        let capacity = encoded.iter().map(|(_, b)| b.len() + 32).sum::<usize>() + 12;
+        let mut batch = WriteBatch::with_capacity_bytes(capacity);
+        let mut appended = Vec::with_capacity(encoded.len());
+        for (entry, bytes) in encoded {
+            batch.put_cf(log, keys::indexed(self.group, entry.index()), &bytes);
+            appended.push((entry, bytes.len()));
         }
         self.store.write(batch)?;
         let mut cache = self.cache();

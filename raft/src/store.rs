@@ -262,7 +262,17 @@ fn open_db(path: &Path, options: &StoreOptions) -> Result<DB, rocksdb::Error> {
             // already compressed by producers (or incompressible): compressing them again
             // costs CPU for nothing.
             cf.set_write_buffer_size(64 << 20);
+            // Room to keep accepting writes while a full memtable is being flushed.
+            cf.set_max_write_buffer_number(4);
             cf.set_compression_type(DBCompressionType::None);
+            // Batches go to blob files when flushed: written once, never rewritten by
+            // compaction (which then moves only keys and blob references).
+            cf.set_enable_blob_files(true);
+            cf.set_min_blob_size(4096);
+            cf.set_blob_file_size(256 << 20);
+            cf.set_blob_compression_type(DBCompressionType::None);
+            cf.set_enable_blob_gc(true);
+            cf.set_blob_cache(&cache);
         } else {
             cf.set_write_buffer_size(16 << 20);
             cf.set_compression_type(DBCompressionType::Lz4);
@@ -310,11 +320,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
         let mut batch = WriteBatch::default();
+        // Log values large enough to live in blob files once flushed.
+        let big = vec![7u8; 64 << 10];
         for group in [GroupId(1), GroupId(2), GroupId(3)] {
-            batch.put_cf(store.cf(keys::CF_RAFT_LOG), keys::indexed(group, 7), b"x");
+            batch.put_cf(store.cf(keys::CF_RAFT_LOG), keys::indexed(group, 7), &big);
             batch.put_cf(store.cf(keys::CF_KV), keys::prefixed(group, b"k"), b"y");
         }
         store.write(batch).unwrap();
+        store.db().flush_cf(store.cf(keys::CF_RAFT_LOG)).unwrap();
         store.delete_group(GroupId(2)).unwrap();
         let log = store.cf(keys::CF_RAFT_LOG);
         let present = |group| {

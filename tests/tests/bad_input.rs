@@ -51,6 +51,7 @@ fn produce(
             partition,
             records,
             crc32c,
+            ..Default::default()
         }],
         timeout_ms: 0,
     }
@@ -314,6 +315,95 @@ async fn data_requests_are_validated_and_write_nothing() -> anyhow::Result<()> {
     assert!(results.iter().all(|r| r.error.is_none()), "{results:?}");
     assert_eq!(results.iter().map(|r| r.record_count).sum::<u32>(), 10);
 
+    // Records sent already encoded are checked as strictly.
+    let encoded_batch =
+        |partition: Option<u32>, encoded: Bytes, count: u32, crc: Option<u32>| pb::ProduceRequest {
+            topic: "events".into(),
+            batches: vec![pb::PartitionBatch {
+                partition,
+                crc32c: crc,
+                encoded_records: encoded,
+                record_count: count,
+                ..Default::default()
+            }],
+            timeout_ms: 0,
+        };
+    let mut canonical = Vec::new();
+    mq_common::records::encode_records(&domain, &mut canonical);
+    let canonical = Bytes::from(canonical);
+    let canonical_crc = crc32c::crc32c(&canonical);
+    expect_error(
+        broker
+            .produce(encoded_batch(None, canonical.clone(), 2, None))
+            .await,
+        Code::InvalidArgument,
+        ErrorCode::InvalidArgument,
+        "batches[0].partition",
+    );
+    expect_error(
+        broker
+            .produce(encoded_batch(Some(0), canonical.clone(), 0, None))
+            .await,
+        Code::InvalidArgument,
+        ErrorCode::InvalidArgument,
+        "batches[0].record_count",
+    );
+    expect_error(
+        broker
+            .produce(encoded_batch(Some(0), canonical.clone(), 3, None))
+            .await,
+        Code::InvalidArgument,
+        ErrorCode::InvalidArgument,
+        "batches[0].encoded_records",
+    );
+    expect_error(
+        broker
+            .produce(encoded_batch(
+                Some(0),
+                canonical.slice(..canonical.len() - 1),
+                2,
+                None,
+            ))
+            .await,
+        Code::InvalidArgument,
+        ErrorCode::InvalidArgument,
+        "batches[0].encoded_records",
+    );
+    expect_error(
+        broker
+            .produce(encoded_batch(
+                Some(0),
+                canonical.clone(),
+                2,
+                Some(canonical_crc ^ 1),
+            ))
+            .await,
+        Code::InvalidArgument,
+        ErrorCode::CorruptBatch,
+        "crc32c",
+    );
+    let mut both = encoded_batch(Some(0), canonical.clone(), 2, None);
+    both.batches[0].records = vec![record(b"x")];
+    expect_error(
+        broker.produce(both).await,
+        Code::InvalidArgument,
+        ErrorCode::InvalidArgument,
+        "exclusive",
+    );
+    let mut oversized = Vec::new();
+    mq_common::records::encode_records(
+        [&mq_common::records::Record::unkeyed(vec![0u8; 2048]).with_timestamp(5)],
+        &mut oversized,
+    );
+    let mut small_topic = encoded_batch(Some(0), Bytes::from(oversized), 1, None);
+    small_topic.topic = "small".into();
+    expect_error(
+        broker.produce(small_topic).await,
+        Code::InvalidArgument,
+        ErrorCode::RecordTooLarge,
+        "max.message.bytes",
+    );
+
     // Nothing of the rejected requests was written.
     let hw = |broker: &mut BrokerClient<Channel>| {
         let mut broker = broker.clone();
@@ -331,13 +421,20 @@ async fn data_requests_are_validated_and_write_nothing() -> anyhow::Result<()> {
     };
     assert_eq!(hw(&mut broker).await?, 0);
 
-    // The right checksum is accepted.
+    // The right checksum is accepted, in both forms.
     let accepted = broker
         .produce(produce("events", Some(0), records, Some(crc)))
         .await?
         .into_inner();
     assert!(accepted.results[0].error.is_none());
     assert_eq!(hw(&mut broker).await?, 2);
+    let accepted = broker
+        .produce(encoded_batch(Some(0), canonical, 2, Some(canonical_crc)))
+        .await?
+        .into_inner();
+    assert!(accepted.results[0].error.is_none(), "{accepted:?}");
+    assert_eq!(accepted.results[0].base_offset, 2);
+    assert_eq!(hw(&mut broker).await?, 4);
 
     // Reads out of range, and malformed reads.
     let fetch = |offset, partition| pb::FetchRequest {
@@ -347,10 +444,10 @@ async fn data_requests_are_validated_and_write_nothing() -> anyhow::Result<()> {
         ..Default::default()
     };
     expect_error(
-        broker.fetch(fetch(3, 0)).await,
+        broker.fetch(fetch(5, 0)).await,
         Code::OutOfRange,
         ErrorCode::OffsetOutOfRange,
-        "offset 3",
+        "offset 5",
     );
     expect_error(
         broker.fetch(fetch(0, 9)).await,
@@ -436,7 +533,7 @@ async fn data_requests_are_validated_and_write_nothing() -> anyhow::Result<()> {
     };
     assert_eq!(
         broker.list_offsets(latest).await?.into_inner().results[0].offset,
-        2
+        4
     );
     node.assert_no_panic();
     Ok(())

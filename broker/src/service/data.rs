@@ -11,7 +11,7 @@ use mq_proto::v1::broker_server::{Broker as BrokerRpc, BrokerServer};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::broker::{Broker, Fetched, OffsetQuery, ProduceBatch, Start};
+use crate::broker::{BatchRecords, Broker, Fetched, OffsetQuery, ProduceBatch, Start};
 use crate::convert::{consumed_to_proto, record_from_proto, topic};
 use crate::error::BrokerError;
 use crate::partition::read::ReadLimits;
@@ -68,6 +68,42 @@ fn fetch_response(fetched: Fetched) -> pb::FetchResponse {
     }
 }
 
+/// One `PartitionBatch` as the broker takes it: records or encoded records, never both.
+fn produce_batch(i: usize, batch: pb::PartitionBatch) -> Result<ProduceBatch, BrokerError> {
+    let records = match (batch.records.is_empty(), batch.encoded_records.is_empty()) {
+        (false, true) => {
+            BatchRecords::Decoded(batch.records.into_iter().map(record_from_proto).collect())
+        }
+        (true, false) if batch.record_count == 0 => {
+            return Err(BrokerError::invalid(
+                format!("batches[{i}].record_count"),
+                "must count the records of encoded_records",
+            ));
+        }
+        (true, false) => BatchRecords::Encoded {
+            bytes: batch.encoded_records,
+            count: batch.record_count,
+        },
+        (false, false) => {
+            return Err(BrokerError::invalid(
+                format!("batches[{i}]"),
+                "records and encoded_records are exclusive",
+            ));
+        }
+        (true, true) => {
+            return Err(BrokerError::invalid(
+                format!("batches[{i}].records"),
+                "at least one record is required",
+            ));
+        }
+    };
+    Ok(ProduceBatch {
+        partition: batch.partition,
+        records,
+        crc32c: batch.crc32c,
+    })
+}
+
 type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -103,18 +139,7 @@ impl BrokerRpc for DataService {
             }
             let mut batches = Vec::with_capacity(request.batches.len());
             for (i, batch) in request.batches.into_iter().enumerate() {
-                if batch.records.is_empty() {
-                    return Err(BrokerError::invalid(
-                        format!("batches[{i}].records"),
-                        "at least one record is required",
-                    )
-                    .into());
-                }
-                batches.push(ProduceBatch {
-                    partition: batch.partition,
-                    records: batch.records.into_iter().map(record_from_proto).collect(),
-                    crc32c: batch.crc32c,
-                });
+                batches.push(produce_batch(i, batch)?);
             }
             let outcomes = self.broker.produce(&topic, batches, timeout).await?;
             let results = outcomes

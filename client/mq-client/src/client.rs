@@ -5,9 +5,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use mq_common::error::{ApiError, ErrorCode};
 use mq_common::partitioner::partition_for_key;
-use mq_common::records::{Record, records_crc32c};
+use mq_common::records::{Record, encode_records};
 use mq_proto::v1 as pb;
 use mq_proto::v1::admin_client::AdminClient;
 use mq_proto::v1::broker_client::BrokerClient;
@@ -19,7 +20,7 @@ use crate::metadata::MetadataCache;
 use crate::subscription::Subscription;
 use crate::types::{
     BrokerInfo, FetchBatch, FetchOptions, NewTopic, OffsetSpec, PartitionOffset, StartAt,
-    TopicDescription, TopicSummary, consumed_from_proto, description_from_proto, record_to_proto,
+    TopicDescription, TopicSummary, consumed_from_proto, description_from_proto,
 };
 
 /// Client settings.
@@ -65,6 +66,12 @@ struct Inner {
     config: ClientConfig,
     channels: Mutex<HashMap<String, Channel>>,
     metadata: RwLock<MetadataCache>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Errors worth retrying for a request that was certainly not applied, or is safe to repeat:
@@ -330,6 +337,7 @@ impl Client {
     // ---- data -----------------------------------------------------------------------------
 
     /// Appends `records` to one partition as one atomic batch; returns the offset of the first.
+    /// Records without a timestamp (0) get this client's clock when sent.
     pub async fn produce(
         &self,
         topic: &str,
@@ -341,15 +349,27 @@ impl Client {
                 "records: at least one record is required".into(),
             ));
         }
+        // Sent in the canonical encoding: the broker stores the bytes as they are.
+        let now_ms = now_ms();
+        let mut encoded = Vec::with_capacity(records.iter().map(Record::encoded_len).sum());
+        for record in &records {
+            if record.timestamp_ms == 0 {
+                encode_records([&record.clone().with_timestamp(now_ms)], &mut encoded);
+            } else {
+                encode_records([record], &mut encoded);
+            }
+        }
         let crc32c = self
             .inner
             .config
             .send_checksums
-            .then(|| records_crc32c(&records));
+            .then(|| crc32c::crc32c(&encoded));
         let batch = pb::PartitionBatch {
             partition: Some(partition),
-            records: records.iter().map(record_to_proto).collect(),
+            records: Vec::new(),
             crc32c,
+            encoded_records: Bytes::from(encoded),
+            record_count: records.len() as u32,
         };
         self.retrying(|left| {
             let request = pb::ProduceRequest {

@@ -127,22 +127,6 @@ pub struct BrokerInfo {
     pub alive: bool,
 }
 
-pub(crate) fn record_to_proto(record: &Record) -> pb::Record {
-    pb::Record {
-        key: record.key.clone(),
-        value: record.value.clone(),
-        headers: record
-            .headers
-            .iter()
-            .map(|h| pb::Header {
-                key: h.key.clone(),
-                value: h.value.clone(),
-            })
-            .collect(),
-        timestamp_ms: record.timestamp_ms,
-    }
-}
-
 pub(crate) fn consumed_from_proto(record: pb::ConsumedRecord) -> ConsumedRecord {
     ConsumedRecord {
         offset: record.offset,
