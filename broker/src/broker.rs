@@ -144,35 +144,15 @@ impl Broker {
                     parts.extend(stored);
                 }
                 BatchRecords::Encoded { bytes, count } => {
-                    let partition = batch.partition.ok_or_else(|| {
-                        BrokerError::invalid(
-                            format!("batches[{batch_index}].partition"),
-                            "is required with encoded_records",
-                        )
-                    })?;
-                    check_partition(topic, &hosted, partition)?;
-                    let summary = records::scan_records(&bytes, count as usize).map_err(|err| {
-                        BrokerError::invalid(
-                            format!("batches[{batch_index}].encoded_records"),
-                            err.to_string(),
-                        )
-                    })?;
-                    let (record, size) = summary.largest;
-                    check_record_size(topic, &hosted, batch_index, record, size)?;
-                    let stored = StoredBatch::from_encoded(
-                        bytes,
-                        count as usize,
-                        &summary,
+                    let part = self.prepare_encoded(
+                        topic,
+                        &hosted,
+                        batch_index,
+                        (batch.partition, batch.crc32c),
+                        (bytes, count),
                         now_ms,
-                        batch.crc32c,
-                    )
-                    .map_err(|mismatch| BrokerError::CorruptBatch {
-                        batch: batch_index,
-                        sent: mismatch.sent,
-                        computed: mismatch.computed,
-                    })?;
-                    self.check_batch_size(batch_index, &stored)?;
-                    parts.push((batch_index, partition, count, stored));
+                    )?;
+                    parts.push(part);
                 }
             }
         }
@@ -251,6 +231,41 @@ impl Broker {
             parts.push((batch_index, partition, records.len() as u32, stored));
         }
         Ok(parts)
+    }
+
+    /// Validates records sent encoded and wraps them, as sent, into a stored batch.
+    fn prepare_encoded(
+        &self,
+        topic: &TopicName,
+        hosted: &HostedTopic,
+        batch_index: usize,
+        (partition, sent_crc): (Option<u32>, Option<u32>),
+        (bytes, count): (Bytes, u32),
+        now_ms: i64,
+    ) -> Result<(usize, u32, u32, StoredBatch), BrokerError> {
+        let partition = partition.ok_or_else(|| {
+            BrokerError::invalid(
+                format!("batches[{batch_index}].partition"),
+                "is required with encoded_records",
+            )
+        })?;
+        check_partition(topic, hosted, partition)?;
+        let summary = records::scan_records(&bytes, count as usize).map_err(|err| {
+            BrokerError::invalid(
+                format!("batches[{batch_index}].encoded_records"),
+                err.to_string(),
+            )
+        })?;
+        let (record, size) = summary.largest;
+        check_record_size(topic, hosted, batch_index, record, size)?;
+        let stored = StoredBatch::from_encoded(bytes, count as usize, &summary, now_ms, sent_crc)
+            .map_err(|mismatch| BrokerError::CorruptBatch {
+            batch: batch_index,
+            sent: mismatch.sent,
+            computed: mismatch.computed,
+        })?;
+        self.check_batch_size(batch_index, &stored)?;
+        Ok((batch_index, partition, count, stored))
     }
 
     fn check_batch_size(

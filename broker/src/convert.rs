@@ -4,48 +4,13 @@
 use std::collections::BTreeMap;
 
 use mq_common::ids::{GroupId, PartitionId, TopicName};
-use mq_common::records::{Header, Record};
 use mq_proto::internal as ipb;
-use mq_proto::v1 as pb;
 
 use crate::error::BrokerError;
 use crate::partition::{Member, ReplicaSpec};
 
 pub fn topic(field: &str, name: &str) -> Result<TopicName, BrokerError> {
     TopicName::new(name).map_err(|problem| BrokerError::invalid(field, problem))
-}
-
-pub fn record_from_proto(record: pb::Record) -> Record {
-    Record {
-        key: record.key,
-        value: record.value,
-        headers: record
-            .headers
-            .into_iter()
-            .map(|h| Header {
-                key: h.key,
-                value: h.value,
-            })
-            .collect(),
-        timestamp_ms: record.timestamp_ms,
-    }
-}
-
-pub fn consumed_to_proto(offset: u64, record: Record) -> pb::ConsumedRecord {
-    pb::ConsumedRecord {
-        offset,
-        key: record.key,
-        value: record.value,
-        headers: record
-            .headers
-            .into_iter()
-            .map(|h| pb::Header {
-                key: h.key,
-                value: h.value,
-            })
-            .collect(),
-        timestamp_ms: record.timestamp_ms,
-    }
 }
 
 pub fn spec_from_proto(spec: ipb::ReplicaSpec) -> Result<ReplicaSpec, BrokerError> {

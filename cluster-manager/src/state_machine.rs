@@ -58,7 +58,9 @@ impl std::fmt::Debug for MetaStateMachine {
 impl MetaStateMachine {
     /// Loads the persisted state.
     pub fn open(store: Store) -> io::Result<Self> {
-        let applied = read_meta(&store, meta_tag::APPLIED)?.unwrap_or_default();
+        let applied = store
+            .get_tagged(CF_SM_META, GROUP, meta_tag::APPLIED)?
+            .unwrap_or_default();
         let state = load_state(&store)?;
         Ok(Self {
             store,
@@ -72,12 +74,8 @@ impl MetaStateMachine {
     }
 
     fn put_applied(&self, batch: &mut WriteBatch) -> io::Result<()> {
-        batch.put_cf(
-            self.store.cf(CF_SM_META),
-            keys::tagged(GROUP, meta_tag::APPLIED),
-            codec::encode(&self.applied)?,
-        );
-        Ok(())
+        self.store
+            .put_tagged(batch, CF_SM_META, GROUP, meta_tag::APPLIED, &self.applied)
     }
 
     fn persist(
@@ -119,15 +117,6 @@ fn topic_key(name: &TopicName) -> Vec<u8> {
 
 fn next_group_key() -> Vec<u8> {
     keys::prefixed(GROUP, &[kind::NEXT_GROUP])
-}
-
-fn read_meta<T: serde::de::DeserializeOwned>(store: &Store, tag: u8) -> io::Result<Option<T>> {
-    store
-        .db()
-        .get_pinned_cf(store.cf(CF_SM_META), keys::tagged(GROUP, tag))
-        .map_err(mq_raft::store::io_error)?
-        .map(|v| codec::decode(&v))
-        .transpose()
 }
 
 fn load_state(store: &Store) -> io::Result<ClusterState> {
@@ -245,18 +234,22 @@ impl RaftStateMachine<MetaTypes> for MetaStateMachine {
         }
         self.persist(&installed, &Change::NextGroup, &mut batch)?;
         self.put_applied(&mut batch)?;
-        batch.put_cf(
-            self.store.cf(CF_SM_META),
-            keys::tagged(GROUP, meta_tag::SNAPSHOT),
-            codec::encode(&(meta, &data))?,
-        );
+        self.store.put_tagged(
+            &mut batch,
+            CF_SM_META,
+            GROUP,
+            meta_tag::SNAPSHOT,
+            &(meta, &data),
+        )?;
         self.store.write_durable(batch)?;
         *self.state.write().expect("state lock") = installed;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let stored: Option<(SnapshotMeta, Vec<u8>)> = read_meta(&self.store, meta_tag::SNAPSHOT)?;
+        let stored: Option<(SnapshotMeta, Vec<u8>)> =
+            self.store
+                .get_tagged(CF_SM_META, GROUP, meta_tag::SNAPSHOT)?;
         Ok(stored.map(|(meta, snapshot)| Snapshot { meta, snapshot }))
     }
 }
@@ -275,11 +268,13 @@ impl RaftSnapshotBuilder<MetaTypes> for MetaSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let data = codec::encode(&self.state)?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(
-            self.store.cf(CF_SM_META),
-            keys::tagged(GROUP, meta_tag::SNAPSHOT),
-            codec::encode(&(&self.meta, &data))?,
-        );
+        self.store.put_tagged(
+            &mut batch,
+            CF_SM_META,
+            GROUP,
+            meta_tag::SNAPSHOT,
+            &(&self.meta, &data),
+        )?;
         self.store.write(batch)?;
         Ok(Snapshot {
             meta: self.meta.clone(),

@@ -276,6 +276,61 @@ fn take_sized(data: &mut Bytes) -> Option<Bytes> {
     (data.remaining() >= len).then(|| data.split_to(len))
 }
 
+/// Records as the public protobuf messages carry them: the one conversion broker and clients
+/// share.
+pub mod proto {
+    use mq_proto::v1 as pb;
+
+    use super::{Header, Record};
+
+    /// A record sent as a `Record` message.
+    pub fn from_record(record: pb::Record) -> Record {
+        Record {
+            key: record.key,
+            value: record.value,
+            headers: record
+                .headers
+                .into_iter()
+                .map(|h| Header {
+                    key: h.key,
+                    value: h.value,
+                })
+                .collect(),
+            timestamp_ms: record.timestamp_ms,
+        }
+    }
+
+    /// A record read at `offset`, as a `ConsumedRecord` message.
+    pub fn to_consumed(offset: u64, record: Record) -> pb::ConsumedRecord {
+        pb::ConsumedRecord {
+            offset,
+            key: record.key,
+            value: record.value,
+            headers: record
+                .headers
+                .into_iter()
+                .map(|h| pb::Header {
+                    key: h.key,
+                    value: h.value,
+                })
+                .collect(),
+            timestamp_ms: record.timestamp_ms,
+        }
+    }
+
+    /// A `ConsumedRecord` message as its offset and record.
+    pub fn from_consumed(record: pb::ConsumedRecord) -> (u64, Record) {
+        let offset = record.offset;
+        let record = from_record(pb::Record {
+            key: record.key,
+            value: record.value,
+            headers: record.headers,
+            timestamp_ms: record.timestamp_ms,
+        });
+        (offset, record)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +401,14 @@ mod tests {
         .concat();
         assert_eq!(buffer, expected);
         assert_eq!(records_crc32c([&record]), crc32c::crc32c(&expected));
+    }
+
+    #[test]
+    fn protobuf_conversions_round_trip() {
+        for record in sample() {
+            let consumed = proto::to_consumed(7, record.clone());
+            assert_eq!(proto::from_consumed(consumed), (7, record));
+        }
     }
 
     #[test]

@@ -276,25 +276,13 @@ impl<C: GroupTypes> RocksLogStore<C> {
     }
 
     fn read_state<T: serde::de::DeserializeOwned>(&self, tag: u8) -> io::Result<Option<T>> {
-        let state = self.store.cf(CF_RAFT_STATE);
-        match self
-            .store
-            .db()
-            .get_pinned_cf(state, keys::tagged(self.group, tag))
-            .map_err(io_error)?
-        {
-            Some(value) => codec::decode(&value).map(Some),
-            None => Ok(None),
-        }
+        self.store.get_tagged(CF_RAFT_STATE, self.group, tag)
     }
 
     fn state_batch<T: serde::Serialize>(&self, tag: u8, value: &T) -> io::Result<WriteBatch> {
         let mut batch = WriteBatch::default();
-        batch.put_cf(
-            self.store.cf(CF_RAFT_STATE),
-            keys::tagged(self.group, tag),
-            codec::encode(value)?,
-        );
+        self.store
+            .put_tagged(&mut batch, CF_RAFT_STATE, self.group, tag, value)?;
         Ok(batch)
     }
 }

@@ -12,8 +12,10 @@ use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options,
     WriteBatch, WriteOptions,
 };
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::codec;
 use crate::keys::{self, COLUMN_FAMILIES};
 use crate::log_store::CacheBudget;
 use crate::syncer::{SyncCallback, SyncStats, Syncer};
@@ -207,6 +209,34 @@ impl Store {
             Some(syncer) => syncer.after_sync(callback),
             None => callback(Ok(())),
         }
+    }
+
+    /// The value stored under `group ‖ tag` in column family `cf`, decoded.
+    pub fn get_tagged<T: DeserializeOwned>(
+        &self,
+        cf: &str,
+        group: GroupId,
+        tag: u8,
+    ) -> io::Result<Option<T>> {
+        self.inner
+            .db
+            .get_pinned_cf(self.cf(cf), keys::tagged(group, tag))
+            .map_err(io_error)?
+            .map(|value| codec::decode(&value))
+            .transpose()
+    }
+
+    /// Adds `group ‖ tag -> value` (encoded) in column family `cf` to `batch`.
+    pub fn put_tagged<T: Serialize + ?Sized>(
+        &self,
+        batch: &mut WriteBatch,
+        cf: &str,
+        group: GroupId,
+        tag: u8,
+        value: &T,
+    ) -> io::Result<()> {
+        batch.put_cf(self.cf(cf), keys::tagged(group, tag), codec::encode(value)?);
+        Ok(())
     }
 
     /// Syncer counters; `None` with fsync off.

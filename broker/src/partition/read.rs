@@ -66,11 +66,7 @@ impl PartitionReader<'_> {
         if from >= high_watermark {
             return Ok(result);
         }
-        let mut rows = self.index_rows(high_watermark);
-        rows.seek_for_prev(keys::indexed(self.group, from));
-        if !rows.valid() {
-            rows.seek(keys::indexed(self.group, from));
-        }
+        let mut rows = self.rows_from(from, high_watermark);
         let mut bytes = 0usize;
         while rows.valid() {
             let (base, row) = decode_row(&rows)?;
@@ -112,11 +108,7 @@ impl PartitionReader<'_> {
         log_start_offset: u64,
         high_watermark: u64,
     ) -> Result<Option<(u64, i64)>, ReadError> {
-        let mut rows = self.index_rows(high_watermark);
-        rows.seek_for_prev(keys::indexed(self.group, log_start_offset));
-        if !rows.valid() {
-            rows.seek(keys::indexed(self.group, log_start_offset));
-        }
+        let mut rows = self.rows_from(log_start_offset, high_watermark);
         while rows.valid() {
             let (base, row) = decode_row(&rows)?;
             if row.max_timestamp_ms >= timestamp_ms {
@@ -140,14 +132,21 @@ impl PartitionReader<'_> {
         Ok(None)
     }
 
-    /// An iterator over this group's index rows with base offsets below `high_watermark`.
-    fn index_rows(&self, high_watermark: u64) -> DBRawIterator<'_> {
+    /// This group's index rows with base offsets below `high_watermark`, positioned at the
+    /// batch holding `offset` (or the first batch after it).
+    fn rows_from(&self, offset: u64, high_watermark: u64) -> DBRawIterator<'_> {
         let mut options = ReadOptions::default();
         options.set_iterate_lower_bound(keys::indexed(self.group, 0).to_vec());
         options.set_iterate_upper_bound(keys::indexed(self.group, high_watermark).to_vec());
-        self.store
+        let mut rows = self
+            .store
             .db()
-            .raw_iterator_cf_opt(self.store.cf(CF_OFFSET_INDEX), options)
+            .raw_iterator_cf_opt(self.store.cf(CF_OFFSET_INDEX), options);
+        rows.seek_for_prev(keys::indexed(self.group, offset));
+        if !rows.valid() {
+            rows.seek(keys::indexed(self.group, offset));
+        }
+        rows
     }
 
     fn batch(&self, raft_index: u64) -> Result<StoredBatch, ReadError> {

@@ -111,7 +111,9 @@ impl std::fmt::Debug for PartitionStateMachine {
 impl PartitionStateMachine {
     /// Loads the applied state of `group` (empty for a new replica).
     pub fn open(store: Store, group: GroupId) -> io::Result<Self> {
-        let state: AppliedState = read_meta(&store, group, meta_tag::APPLIED)?.unwrap_or_default();
+        let state: AppliedState = store
+            .get_tagged(CF_SM_META, group, meta_tag::APPLIED)?
+            .unwrap_or_default();
         let (progress, _) = watch::channel(progress_of(&state));
         Ok(Self {
             store,
@@ -128,12 +130,13 @@ impl PartitionStateMachine {
 
     /// Adds the applied state to `batch`, so it lands with what it describes.
     fn put_applied(&self, batch: &mut WriteBatch) -> io::Result<()> {
-        batch.put_cf(
-            self.store.cf(CF_SM_META),
-            keys::tagged(self.group, meta_tag::APPLIED),
-            codec::encode(&self.state)?,
-        );
-        Ok(())
+        self.store.put_tagged(
+            batch,
+            CF_SM_META,
+            self.group,
+            meta_tag::APPLIED,
+            &self.state,
+        )
     }
 
     fn publish(&self) {
@@ -146,18 +149,6 @@ fn progress_of(state: &AppliedState) -> Progress {
         high_watermark: state.next_offset,
         log_start_offset: state.log_start_offset,
     }
-}
-
-fn read_meta<T: serde::de::DeserializeOwned>(
-    store: &Store,
-    group: GroupId,
-    tag: u8,
-) -> io::Result<Option<T>> {
-    let value = store
-        .db()
-        .get_pinned_cf(store.cf(CF_SM_META), keys::tagged(group, tag))
-        .map_err(mq_raft::store::io_error)?;
-    value.map(|v| codec::decode(&v)).transpose()
 }
 
 impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
@@ -258,11 +249,13 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
             keys::indexed(self.group, 0),
             keys::indexed(self.group, snapshot.next_offset),
         );
-        batch.put_cf(
-            self.store.cf(CF_SM_META),
-            keys::tagged(self.group, meta_tag::SNAPSHOT),
-            codec::encode(&(meta, &data))?,
-        );
+        self.store.put_tagged(
+            &mut batch,
+            CF_SM_META,
+            self.group,
+            meta_tag::SNAPSHOT,
+            &(meta, &data),
+        )?;
         self.store.write_durable(batch)?;
         self.publish();
         Ok(())
@@ -270,7 +263,8 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let stored: Option<(SnapshotMeta, Vec<u8>)> =
-            read_meta(&self.store, self.group, meta_tag::SNAPSHOT)?;
+            self.store
+                .get_tagged(CF_SM_META, self.group, meta_tag::SNAPSHOT)?;
         Ok(stored.map(|(meta, snapshot)| Snapshot { meta, snapshot }))
     }
 }
@@ -296,11 +290,13 @@ impl RaftSnapshotBuilder<PartitionTypes> for PartitionSnapshotBuilder {
             log_start_offset: self.state.log_start_offset,
         })?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(
-            self.store.cf(CF_SM_META),
-            keys::tagged(self.group, meta_tag::SNAPSHOT),
-            codec::encode(&(&meta, &data))?,
-        );
+        self.store.put_tagged(
+            &mut batch,
+            CF_SM_META,
+            self.group,
+            meta_tag::SNAPSHOT,
+            &(&meta, &data),
+        )?;
         self.store.write(batch)?;
         Ok(Snapshot {
             meta,

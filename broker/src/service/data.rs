@@ -12,7 +12,9 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::broker::{BatchRecords, Broker, Fetched, OffsetQuery, ProduceBatch, Start};
-use crate::convert::{consumed_to_proto, record_from_proto, topic};
+use mq_common::records::proto::{from_record, to_consumed};
+
+use crate::convert::topic;
 use crate::error::BrokerError;
 use crate::partition::read::ReadLimits;
 
@@ -60,7 +62,7 @@ fn fetch_response(fetched: Fetched) -> pb::FetchResponse {
         records: fetched
             .records
             .into_iter()
-            .map(|(offset, record)| consumed_to_proto(offset, record))
+            .map(|(offset, record)| to_consumed(offset, record))
             .collect(),
         high_watermark: fetched.progress.high_watermark,
         log_start_offset: fetched.progress.log_start_offset,
@@ -72,7 +74,7 @@ fn fetch_response(fetched: Fetched) -> pb::FetchResponse {
 fn produce_batch(i: usize, batch: pb::PartitionBatch) -> Result<ProduceBatch, BrokerError> {
     let records = match (batch.records.is_empty(), batch.encoded_records.is_empty()) {
         (false, true) => {
-            BatchRecords::Decoded(batch.records.into_iter().map(record_from_proto).collect())
+            BatchRecords::Decoded(batch.records.into_iter().map(from_record).collect())
         }
         (true, false) if batch.record_count == 0 => {
             return Err(BrokerError::invalid(

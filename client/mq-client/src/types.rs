@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mq_common::records::{Header, Record};
+use mq_common::records::Record;
 use mq_proto::v1 as pb;
 use serde::Serialize;
 
@@ -128,22 +128,8 @@ pub struct BrokerInfo {
 }
 
 pub(crate) fn consumed_from_proto(record: pb::ConsumedRecord) -> ConsumedRecord {
-    ConsumedRecord {
-        offset: record.offset,
-        record: Record {
-            key: record.key,
-            value: record.value,
-            headers: record
-                .headers
-                .into_iter()
-                .map(|h| Header {
-                    key: h.key,
-                    value: h.value,
-                })
-                .collect(),
-            timestamp_ms: record.timestamp_ms,
-        },
-    }
+    let (offset, record) = mq_common::records::proto::from_consumed(record);
+    ConsumedRecord { offset, record }
 }
 
 pub(crate) fn description_from_proto(topic: pb::TopicDescription) -> TopicDescription {
