@@ -30,6 +30,14 @@ const CRC_RANGE_START: usize = 5;
 /// Bytes before the records section.
 pub const HEADER_LEN: usize = 43;
 
+/// The idempotent producer and sequence a batch carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProducerSeq {
+    /// 0: no producer (not idempotent).
+    pub producer_id: u64,
+    pub base_sequence: u32,
+}
+
 /// An encoded batch: its header and its records section, each sharing the buffer it came from
 /// (records sent already encoded are stored without a copy).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +91,7 @@ impl StoredBatch {
         records: &[Record],
         now_ms: i64,
         sent_crc: Option<u32>,
+        producer: ProducerSeq,
     ) -> Result<Self, ChecksumMismatch> {
         let stamp = |r: &Record| {
             if r.timestamp_ms == 0 {
@@ -111,6 +120,7 @@ impl StoredBatch {
                 records.len(),
                 &stamped,
                 crc,
+                producer,
             ))
         } else {
             records::encode_records(records, &mut encoded);
@@ -121,6 +131,7 @@ impl StoredBatch {
                 records.len(),
                 records,
                 crc,
+                producer,
             ))
         }
     }
@@ -133,13 +144,14 @@ impl StoredBatch {
         summary: &EncodedSummary,
         now_ms: i64,
         sent_crc: Option<u32>,
+        producer: ProducerSeq,
     ) -> Result<Self, ChecksumMismatch> {
         let crc = crc32c::crc32c(&encoded);
         check_sent(sent_crc, crc)?;
         if summary.unstamped {
             let decoded =
                 records::decode_records(encoded, count).expect("scan_records accepted these bytes");
-            return Self::build(&decoded, now_ms, None);
+            return Self::build(&decoded, now_ms, None, producer);
         }
         Ok(Self::with_header(
             encoded,
@@ -147,13 +159,20 @@ impl StoredBatch {
             summary.first_timestamp_ms,
             summary.max_timestamp_ms,
             crc,
+            producer,
         ))
     }
 
-    fn assemble(encoded: Bytes, count: usize, stamped: &[Record], records_crc: u32) -> Self {
+    fn assemble(
+        encoded: Bytes,
+        count: usize,
+        stamped: &[Record],
+        records_crc: u32,
+        producer: ProducerSeq,
+    ) -> Self {
         let first = stamped.first().map_or(0, |r| r.timestamp_ms);
         let max = stamped.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
-        Self::with_header(encoded, count, first, max, records_crc)
+        Self::with_header(encoded, count, first, max, records_crc, producer)
     }
 
     /// Adds the header to a records section whose CRC-32C is `records_crc`.
@@ -163,6 +182,7 @@ impl StoredBatch {
         first_timestamp_ms: i64,
         max_timestamp_ms: i64,
         records_crc: u32,
+        producer: ProducerSeq,
     ) -> Self {
         let mut header = [0u8; HEADER_LEN];
         header[0] = MAGIC;
@@ -171,8 +191,8 @@ impl StoredBatch {
         header[7..11].copy_from_slice(&(count as u32).to_be_bytes());
         header[11..19].copy_from_slice(&first_timestamp_ms.to_be_bytes());
         header[19..27].copy_from_slice(&max_timestamp_ms.to_be_bytes());
-        header[27..35].copy_from_slice(&0u64.to_be_bytes());
-        header[35..39].copy_from_slice(&0u32.to_be_bytes());
+        header[27..35].copy_from_slice(&producer.producer_id.to_be_bytes());
+        header[35..39].copy_from_slice(&producer.base_sequence.to_be_bytes());
         header[39..43].copy_from_slice(&(records.len() as u32).to_be_bytes());
         // crc(header tail ‖ records) from the two parts, without a second pass over records.
         let header_crc = crc32c::crc32c(&header[CRC_RANGE_START..]);
@@ -226,8 +246,8 @@ impl StoredBatch {
         let record_count = header.get_u32();
         let first_timestamp_ms = header.get_i64();
         let max_timestamp_ms = header.get_i64();
-        let _producer_id = header.get_u64();
-        let _base_sequence = header.get_u32();
+        let producer_id = header.get_u64();
+        let base_sequence = header.get_u32();
         let records_len = header.get_u32() as usize;
         if codec != 0 {
             return Err(BatchError::UnsupportedCodec(codec));
@@ -243,6 +263,8 @@ impl StoredBatch {
             record_count,
             first_timestamp_ms,
             max_timestamp_ms,
+            producer_id,
+            base_sequence,
         })
     }
 
@@ -279,6 +301,9 @@ pub struct BatchHeader {
     pub record_count: u32,
     pub first_timestamp_ms: i64,
     pub max_timestamp_ms: i64,
+    /// The idempotent producer (0: none) and the sequence of the first record.
+    pub producer_id: u64,
+    pub base_sequence: u32,
 }
 
 #[cfg(test)]
@@ -303,7 +328,7 @@ mod tests {
 
     #[test]
     fn a_built_batch_verifies_and_decodes_to_its_records() {
-        let batch = StoredBatch::build(&records(), 0, None).unwrap();
+        let batch = StoredBatch::build(&records(), 0, None, ProducerSeq::default()).unwrap();
         let header = batch.verify().unwrap();
         assert_eq!(header.record_count, 5);
         assert_eq!(header.first_timestamp_ms, 1000);
@@ -313,7 +338,7 @@ mod tests {
 
     #[test]
     fn every_flipped_byte_is_detected() {
-        let batch = StoredBatch::build(&records(), 0, None).unwrap();
+        let batch = StoredBatch::build(&records(), 0, None, ProducerSeq::default()).unwrap();
         for at in 1..batch.len() {
             let mut bytes = batch.to_bytes().to_vec();
             bytes[at] ^= 0x40;
@@ -329,8 +354,9 @@ mod tests {
     fn client_checksums_are_checked_as_sent() {
         let records = records();
         let crc = records::records_crc32c(&records);
-        assert!(StoredBatch::build(&records, 0, Some(crc)).is_ok());
-        let err = StoredBatch::build(&records, 0, Some(crc ^ 1)).unwrap_err();
+        assert!(StoredBatch::build(&records, 0, Some(crc), ProducerSeq::default()).is_ok());
+        let err =
+            StoredBatch::build(&records, 0, Some(crc ^ 1), ProducerSeq::default()).unwrap_err();
         assert_eq!(err.computed, crc);
 
         // Unstamped records: the checksum covers timestamp 0, the stored batch the stamp.
@@ -342,7 +368,7 @@ mod tests {
             })
             .collect();
         let crc = records::records_crc32c(&unstamped);
-        let batch = StoredBatch::build(&unstamped, 77, Some(crc)).unwrap();
+        let batch = StoredBatch::build(&unstamped, 77, Some(crc), ProducerSeq::default()).unwrap();
         assert!(
             batch
                 .records()
@@ -350,7 +376,7 @@ mod tests {
                 .iter()
                 .all(|r| r.timestamp_ms == 77)
         );
-        assert!(StoredBatch::build(&unstamped, 77, Some(crc ^ 1)).is_err());
+        assert!(StoredBatch::build(&unstamped, 77, Some(crc ^ 1), ProducerSeq::default()).is_err());
     }
 
     #[test]
@@ -361,15 +387,31 @@ mod tests {
         let encoded = Bytes::from(encoded);
         let summary = records::scan_records(&encoded, records.len()).unwrap();
         let crc = crc32c::crc32c(&encoded);
-        let batch =
-            StoredBatch::from_encoded(encoded.clone(), records.len(), &summary, 0, Some(crc))
-                .unwrap();
-        assert_eq!(batch, StoredBatch::build(&records, 0, None).unwrap());
+        let batch = StoredBatch::from_encoded(
+            encoded.clone(),
+            records.len(),
+            &summary,
+            0,
+            Some(crc),
+            ProducerSeq::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            batch,
+            StoredBatch::build(&records, 0, None, ProducerSeq::default()).unwrap()
+        );
         assert_eq!(batch.records().unwrap(), records);
         // Shares the sender's buffer: no copy.
         assert_eq!(batch.records.as_ptr(), encoded.as_ptr());
-        let err = StoredBatch::from_encoded(encoded, records.len(), &summary, 0, Some(crc ^ 1))
-            .unwrap_err();
+        let err = StoredBatch::from_encoded(
+            encoded,
+            records.len(),
+            &summary,
+            0,
+            Some(crc ^ 1),
+            ProducerSeq::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.computed, crc);
     }
 
@@ -386,6 +428,7 @@ mod tests {
             &summary,
             99,
             Some(crc),
+            ProducerSeq::default(),
         )
         .unwrap();
         assert!(
@@ -404,7 +447,7 @@ mod tests {
             StoredBatch::from_bytes(Bytes::from_static(b"short")).header(),
             Err(BatchError::Truncated(5))
         ));
-        let mut bytes = StoredBatch::build(&records(), 0, None)
+        let mut bytes = StoredBatch::build(&records(), 0, None, ProducerSeq::default())
             .unwrap()
             .to_bytes()
             .to_vec();

@@ -14,13 +14,14 @@ use mq_common::partitioner::partition_for_key;
 use mq_common::records::{self, Record, records_crc32c};
 use mq_common::shutdown::CancellationToken;
 
-use crate::batch::StoredBatch;
+use crate::batch::{ProducerSeq, StoredBatch};
 use crate::cluster_link::ClusterLink;
 use crate::config::Limits;
 use crate::error::BrokerError;
 use crate::partition::Partition;
 use crate::partition::read::{ReadLimits, ReadResult};
 use crate::partition::state_machine::Progress;
+use crate::partition::types::Appended;
 use crate::replicas::{HostedTopic, Replicas};
 
 /// One batch of a produce request.
@@ -29,6 +30,8 @@ pub struct ProduceBatch {
     pub partition: Option<u32>,
     pub records: BatchRecords,
     pub crc32c: Option<u32>,
+    /// Idempotent produce (requires `partition`).
+    pub producer: ProducerSeq,
 }
 
 /// The records of a batch, as sent.
@@ -46,8 +49,8 @@ pub struct PartitionOutcome {
     pub batch_index: usize,
     pub partition: u32,
     pub record_count: u32,
-    /// The base offset, or why the append failed.
-    pub result: Result<u64, BrokerError>,
+    /// Where the records are, or why the append failed.
+    pub result: Result<Appended, BrokerError>,
 }
 
 /// Records read, with the partition's positions at the time.
@@ -139,7 +142,7 @@ impl Broker {
                         batch_index,
                         (batch.partition, batch.crc32c),
                         records,
-                        now_ms,
+                        (now_ms, batch.producer),
                     )?;
                     parts.extend(stored);
                 }
@@ -150,7 +153,7 @@ impl Broker {
                         batch_index,
                         (batch.partition, batch.crc32c),
                         (bytes, count),
-                        now_ms,
+                        (now_ms, batch.producer),
                     )?;
                     parts.push(part);
                 }
@@ -164,10 +167,7 @@ impl Broker {
                 async move {
                     let started = std::time::Instant::now();
                     let result = match target {
-                        Some(target) => target
-                            .append(stored, timeout)
-                            .await
-                            .map(|appended| appended.base_offset),
+                        Some(target) => target.append(stored, timeout).await,
                         None => Err(self.not_hosted(topic, partition).await),
                     };
                     if result.is_ok() {
@@ -198,7 +198,7 @@ impl Broker {
         batch_index: usize,
         (partition, sent_crc): (Option<u32>, Option<u32>),
         records: Vec<Record>,
-        now_ms: i64,
+        (now_ms, producer): (i64, ProducerSeq),
     ) -> Result<Vec<(usize, u32, u32, StoredBatch)>, BrokerError> {
         for (record_index, record) in records.iter().enumerate() {
             check_record_size(topic, hosted, batch_index, record_index, record.size())?;
@@ -220,13 +220,14 @@ impl Broker {
         }
         let mut parts = Vec::new();
         for (partition, records) in self.split(partition, records, hosted, topic)? {
-            let stored = StoredBatch::build(&records, now_ms, sent_crc).map_err(|mismatch| {
-                BrokerError::CorruptBatch {
-                    batch: batch_index,
-                    sent: mismatch.sent,
-                    computed: mismatch.computed,
-                }
-            })?;
+            let stored =
+                StoredBatch::build(&records, now_ms, sent_crc, producer).map_err(|mismatch| {
+                    BrokerError::CorruptBatch {
+                        batch: batch_index,
+                        sent: mismatch.sent,
+                        computed: mismatch.computed,
+                    }
+                })?;
             self.check_batch_size(batch_index, &stored)?;
             parts.push((batch_index, partition, records.len() as u32, stored));
         }
@@ -241,7 +242,7 @@ impl Broker {
         batch_index: usize,
         (partition, sent_crc): (Option<u32>, Option<u32>),
         (bytes, count): (Bytes, u32),
-        now_ms: i64,
+        (now_ms, producer): (i64, ProducerSeq),
     ) -> Result<(usize, u32, u32, StoredBatch), BrokerError> {
         let partition = partition.ok_or_else(|| {
             BrokerError::invalid(
@@ -258,12 +259,13 @@ impl Broker {
         })?;
         let (record, size) = summary.largest;
         check_record_size(topic, hosted, batch_index, record, size)?;
-        let stored = StoredBatch::from_encoded(bytes, count as usize, &summary, now_ms, sent_crc)
-            .map_err(|mismatch| BrokerError::CorruptBatch {
-            batch: batch_index,
-            sent: mismatch.sent,
-            computed: mismatch.computed,
-        })?;
+        let stored =
+            StoredBatch::from_encoded(bytes, count as usize, &summary, now_ms, sent_crc, producer)
+                .map_err(|mismatch| BrokerError::CorruptBatch {
+                    batch: batch_index,
+                    sent: mismatch.sent,
+                    computed: mismatch.computed,
+                })?;
         self.check_batch_size(batch_index, &stored)?;
         Ok((batch_index, partition, count, stored))
     }

@@ -16,6 +16,12 @@ use tokio::sync::watch;
 use crate::partition::ReplicaStatus;
 use crate::replicas::Replicas;
 
+/// Longest wait for one cluster-manager node to answer a control call (creating a topic
+/// waits for its partitions to elect leaders).
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest wait for one cluster-manager node to take a heartbeat.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How this broker reaches the cluster manager.
 #[derive(Debug, Clone)]
 pub struct ClusterLink {
@@ -36,8 +42,9 @@ impl ClusterLink {
         Self { addresses, peers }
     }
 
-    /// Calls `call` on cluster-manager nodes until one answers; follows not-leader hints.
-    async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, ApiError>
+    /// Calls `call` on cluster-manager nodes until one answers (each attempt bounded by
+    /// `timeout`); follows not-leader hints.
+    pub async fn call<T, F, Fut>(&self, timeout: Duration, mut call: F) -> Result<T, ApiError>
     where
         F: FnMut(tonic::transport::Channel) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
@@ -58,15 +65,21 @@ impl ClusterLink {
                     continue;
                 }
             };
-            match call(channel).await {
-                Ok(value) => return Ok(value),
-                Err(status) => {
+            match tokio::time::timeout(timeout, call(channel)).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(status)) => {
                     last = ApiError::from_status(&status);
                     if let Some(leader) = &last.leader
                         && !candidates.contains(&leader.address)
                     {
                         candidates.insert(tried, leader.address.clone());
                     }
+                }
+                Err(_) => {
+                    last = ApiError::new(
+                        ErrorCode::Unavailable,
+                        format!("cluster manager {address} did not answer within {timeout:?}"),
+                    );
                 }
             }
         }
@@ -79,7 +92,7 @@ impl ClusterLink {
             address: me.address.clone(),
             rack: me.rack.clone(),
         };
-        self.call(|channel| {
+        self.call(CONTROL_TIMEOUT, |channel| {
             let request = request.clone();
             async move {
                 ClusterManagerInternalClient::new(channel)
@@ -91,6 +104,9 @@ impl ClusterLink {
         .await
     }
 
+    /// Sends a heartbeat to every cluster-manager node at once: the leader acts on it, the
+    /// others keep it so that a new leader starts knowing which brokers are alive. Succeeds
+    /// when any node took it.
     pub async fn heartbeat(
         &self,
         broker_id: u32,
@@ -100,16 +116,38 @@ impl ClusterLink {
             broker_id,
             replicas,
         };
-        self.call(|channel| {
+        let sends = self.addresses.iter().map(|address| {
             let request = request.clone();
+            let channel = self.peers.channel(address);
             async move {
-                ClusterManagerInternalClient::new(channel)
-                    .broker_heartbeat(request)
+                let channel = channel
+                    .map_err(|err| ApiError::new(ErrorCode::Unavailable, err.to_string()))?;
+                let mut client = ClusterManagerInternalClient::new(channel);
+                match tokio::time::timeout(HEARTBEAT_TIMEOUT, client.broker_heartbeat(request))
                     .await
-                    .map(|_| ())
+                {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(status)) => Err(ApiError::from_status(&status)),
+                    Err(_) => Err(ApiError::new(
+                        ErrorCode::Unavailable,
+                        format!("{address}: no answer within {HEARTBEAT_TIMEOUT:?}"),
+                    )),
+                }
             }
-        })
-        .await
+        });
+        let outcomes = futures::future::join_all(sends).await;
+        if outcomes.iter().any(Result::is_ok) {
+            return Ok(());
+        }
+        Err(outcomes
+            .into_iter()
+            .find_map(Result::err)
+            .unwrap_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "no cluster-manager address configured",
+                )
+            }))
     }
 
     /// The cluster's view of `topic`, with its brokers; `None` when it does not exist.
@@ -118,7 +156,7 @@ impl ClusterLink {
             topics: vec![topic.to_owned()],
         };
         let outcome = self
-            .call(|channel| {
+            .call(CONTROL_TIMEOUT, |channel| {
                 let request = request.clone();
                 async move {
                     MetadataClient::new(channel)

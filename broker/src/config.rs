@@ -1,14 +1,13 @@
 //! The broker's config file (`mq-broker --config FILE`), every key overridable by
 //! `MQ_<SECTION>__<KEY>` and by flags. Defaults are the standalone node's embedded config.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use mq_common::server::{DEFAULT_LISTEN, ServerConfig};
 use mq_raft::StoreOptions;
 use serde::{Deserialize, Serialize};
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const MIB: usize = 1 << 20;
 
@@ -46,40 +45,6 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             rack: None,
         }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerConfig {
-    /// Address the gRPC server binds (clients and peers).
-    pub listen: SocketAddr,
-    /// Address other nodes and clients use to reach this one; defaults to `listen`.
-    pub advertised_address: Option<String>,
-    /// How long a graceful shutdown waits for in-flight requests.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_grace: Duration,
-    /// Where to serve Prometheus metrics over HTTP (`GET /metrics`); off when unset.
-    pub metrics_listen: Option<SocketAddr>,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
-            advertised_address: None,
-            shutdown_grace: Duration::from_secs(10),
-            metrics_listen: None,
-        }
-    }
-}
-
-impl ServerConfig {
-    /// The address to advertise, given the address actually bound (port 0 resolved).
-    pub fn advertised(&self, bound: SocketAddr) -> String {
-        self.advertised_address
-            .clone()
-            .unwrap_or_else(|| bound.to_string())
     }
 }
 

@@ -81,6 +81,26 @@ pub enum BrokerError {
         #[source]
         source: ReadError,
     },
+    #[error(
+        "{topic}/{partition}: base_sequence {got} skips ahead of the producer's next sequence \
+         {expected}; an earlier batch has not arrived yet"
+    )]
+    OutOfOrderSequence {
+        topic: String,
+        partition: u32,
+        expected: u32,
+        got: u32,
+    },
+    #[error(
+        "{topic}/{partition}: base_sequence {got} repeats a batch older than the last 5 of this \
+         producer (next sequence {expected}); it was appended before"
+    )]
+    DuplicateSequence {
+        topic: String,
+        partition: u32,
+        expected: u32,
+        got: u32,
+    },
     #[error("raft group {group}: {message}")]
     Raft { group: u64, message: String },
     #[error("storage: {0}")]
@@ -108,6 +128,8 @@ impl BrokerError {
             Self::RecordTooLarge { .. } => ErrorCode::RecordTooLarge,
             Self::CorruptBatch { .. } => ErrorCode::CorruptBatch,
             Self::Timeout { .. } => ErrorCode::Timeout,
+            Self::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+            Self::DuplicateSequence { .. } => ErrorCode::DuplicateSequence,
             Self::DataCorruption { .. } => ErrorCode::DataCorruption,
             Self::Storage { .. } | Self::Raft { .. } | Self::Io(_) => ErrorCode::Internal,
             Self::Unavailable(_) => ErrorCode::Unavailable,

@@ -5,15 +5,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures::StreamExt;
 use mq_cluster_manager::{ClusterManager, ClusterManagerContext, ClusterManagerService};
+use mq_common::server::{self, ServerError};
 use mq_common::shutdown::CancellationToken;
 use mq_raft::transport::{GroupRegistry, Peers};
 use mq_raft::{Store, StoreError};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
 use crate::broker::Broker;
@@ -22,6 +20,7 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::partition::PartitionContext;
 use crate::replicas::Replicas;
+use crate::service::control::ControlForwarder;
 use crate::service::data::DataService;
 use crate::service::replica::ReplicaService;
 
@@ -29,21 +28,16 @@ use crate::service::replica::ReplicaService;
 pub enum NodeError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot listen on {address}: {source}")]
-    Bind {
-        address: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Server(#[from] ServerError),
     #[error("invalid config: {0}")]
     Config(String),
     #[error("cluster manager: {0}")]
     ClusterManager(#[from] mq_cluster_manager::CmError),
     #[error(transparent)]
     Broker(#[from] BrokerError),
-    #[error("gRPC server: {0}")]
-    Server(String),
-    #[error("metrics endpoint: {0}")]
-    Metrics(String),
+    #[error("node task failed: {0}")]
+    Task(String),
 }
 
 /// A started node.
@@ -69,7 +63,7 @@ impl NodeHandle {
     pub async fn wait(self) -> Result<(), NodeError> {
         self.done
             .await
-            .map_err(|err| NodeError::Server(format!("node task failed: {err}")))?
+            .map_err(|err| NodeError::Task(err.to_string()))?
     }
 }
 
@@ -79,25 +73,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<NodeHandle, NodeError> {
     let partition_raft = Arc::new(config.raft.partition_config().map_err(NodeError::Config)?);
-    if let Some(address) = config.server.metrics_listen {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(address)
-            .install()
-            .map_err(|err| NodeError::Metrics(format!("{address}: {err}")))?;
-        tracing::info!(%address, "serving Prometheus metrics at /metrics");
-    }
     let store = Store::open(&config.node.data_dir, &config.storage)?;
-    let listener = TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|source| NodeError::Bind {
-            address: config.server.listen,
-            source,
-        })?;
-    let local_addr = listener.local_addr().map_err(|source| NodeError::Bind {
-        address: config.server.listen,
-        source,
-    })?;
-    let advertised_address = config.server.advertised(local_addr);
+    let bound = server::bind(&config.server).await?;
+    let local_addr = bound.local_addr;
+    let advertised_address = bound.advertised_address.clone();
     let peers = Arc::new(Peers::default());
     let registry = GroupRegistry::default();
 
@@ -146,29 +125,13 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    // grpcurl 1.8 speaks reflection v1alpha; newer tools v1: serve both.
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(mq_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            // google.rpc.ErrorInfo, so tools can decode error details.
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection()
-        .build_v1()
-        .map_err(|err| NodeError::Server(err.to_string()))?;
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .map_err(|err| NodeError::Server(err.to_string()))?;
+    let (health, router) = server::standard_router(&[mq_proto::FILE_DESCRIPTOR_SET]).await?;
     let cm_service = cluster_manager.clone().map(ClusterManagerService::new);
-    let router = Server::builder()
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+    // Admin and Metadata: served by the embedded cluster manager, or passed on to the cluster's.
+    let forwarder = cm_service
+        .is_none()
+        .then(|| ControlForwarder::new(link.clone()));
+    let router = router
         .add_service(DataService::server(broker))
         .add_service(ReplicaService::server(replicas.clone()))
         .add_service(mq_raft::transport::server(registry))
@@ -182,19 +145,10 @@ pub async fn run(
             cm_service
                 .as_ref()
                 .map(ClusterManagerService::internal_server),
-        );
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|stream| {
-        if let Ok(stream) = &stream {
-            // Small replies (acks) must not wait for Nagle.
-            let _ = stream.set_nodelay(true);
-        }
-        stream
-    });
-    let stop_serving = shutdown.clone();
-    let server = tokio::spawn(
-        router
-            .serve_with_incoming_shutdown(incoming, async move { stop_serving.cancelled().await }),
-    );
+        )
+        .add_optional_service(forwarder.as_ref().map(ControlForwarder::admin_server))
+        .add_optional_service(forwarder.as_ref().map(ControlForwarder::metadata_server));
+    let server = server::serve(router, bound.listener, shutdown.clone());
     tracing::info!(address = %local_addr, advertised = %advertised_address, standalone = config.node.standalone, "serving");
 
     let (registered, ready) = watch::channel(false);
@@ -227,17 +181,7 @@ pub async fn run(
         health
             .set_service_status("", ServingStatus::NotServing)
             .await;
-        let served = match tokio::time::timeout(grace, server).await {
-            Ok(Ok(result)) => result.map_err(|err| NodeError::Server(err.to_string())),
-            Ok(Err(err)) => Err(NodeError::Server(err.to_string())),
-            Err(_) => {
-                tracing::warn!(
-                    ?grace,
-                    "requests still in flight after the grace period; stopping anyway"
-                );
-                Ok(())
-            }
-        };
+        let served = server::drain(server, grace).await;
         let _ = membership.await;
         replicas.shutdown().await;
         if let Some(cluster_manager) = cluster_manager {
@@ -245,7 +189,7 @@ pub async fn run(
         }
         drop(store);
         tracing::info!("stopped");
-        served
+        Ok(served?)
     });
 
     Ok(NodeHandle {

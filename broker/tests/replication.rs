@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mq_broker::batch::StoredBatch;
+use mq_broker::batch::{ProducerSeq, StoredBatch};
 use mq_broker::config::RaftTimings;
 use mq_broker::partition::read::ReadLimits;
 use mq_broker::partition::{Member, Partition, PartitionContext, ReplicaSpec};
@@ -107,7 +107,7 @@ fn batch(round: usize) -> StoredBatch {
     let records: Vec<Record> = (0..10)
         .map(|i| Record::keyed(format!("k{i}"), format!("round-{round}-{i}")).with_timestamp(1 + i))
         .collect();
-    StoredBatch::build(&records, 0, None).expect("no checksum to mismatch")
+    StoredBatch::build(&records, 0, None, ProducerSeq::default()).expect("no checksum to mismatch")
 }
 
 async fn all_records(partition: &Arc<Partition>) -> Vec<(u64, Record)> {

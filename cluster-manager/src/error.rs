@@ -18,6 +18,8 @@ pub enum CmError {
     NotLeader { leader: Option<LeaderHint> },
     #[error("the cluster manager has no leader right now; retry shortly")]
     LeaderNotAvailable,
+    #[error("invalid config: {0}")]
+    Config(String),
     #[error("cluster manager raft: {0}")]
     Raft(String),
     #[error("storage: {0}")]
@@ -40,7 +42,7 @@ impl CmError {
             Self::NotEnoughBrokers { .. } => ErrorCode::NotEnoughBrokers,
             Self::NotLeader { .. } => ErrorCode::NotLeader,
             Self::LeaderNotAvailable => ErrorCode::Unavailable,
-            Self::Raft(_) | Self::Io(_) => ErrorCode::Internal,
+            Self::Raft(_) | Self::Io(_) | Self::Config(_) => ErrorCode::Internal,
         }
     }
 }

@@ -8,6 +8,8 @@
 //! - [`manager`]: [`ClusterManager`], the transport-free service: topic management, broker
 //!   liveness, and the reconciler that creates and removes replicas on brokers.
 //! - [`service`]: the gRPC handlers (`Admin`, `Metadata`, `ClusterManagerInternal`).
+//! - [`node`]: a cluster-manager node on its own, as the `mq-cluster-manager` binary runs it
+//!   (a standalone broker embeds [`ClusterManager`] instead).
 //!
 //! It never touches partition data: brokers own it. It reaches brokers only through their
 //! `ReplicaManager` RPCs, and brokers reach it only through its RPCs.
@@ -15,13 +17,14 @@
 pub mod config;
 pub mod error;
 pub mod manager;
+pub mod node;
 pub mod placement;
 pub mod service;
 pub mod state;
 pub mod state_machine;
 pub mod types;
 
-pub use config::ClusterManagerConfig;
+pub use config::{ClusterManagerConfig, ManagerNodeConfig};
 pub use error::CmError;
 pub use manager::{ClusterManager, ClusterManagerContext};
 pub use service::ClusterManagerService;

@@ -73,11 +73,39 @@ pub struct PartitionView {
     pub replicas: Vec<(bool, Option<u64>)>,
 }
 
-/// A broker with its liveness.
+/// A broker with its liveness and load.
 #[derive(Debug, Clone)]
 pub struct BrokerView {
     pub broker: BrokerRecord,
     pub alive: bool,
+    /// Replicas assigned to it.
+    pub replicas: usize,
+    /// Partitions it leads, per its last heartbeat.
+    pub leaders: usize,
+    /// Time since its last heartbeat reached this node.
+    pub last_heartbeat: Option<Duration>,
+}
+
+/// A member of the cluster manager's Raft group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagerMember {
+    pub node_id: u64,
+    pub address: String,
+    pub voter: bool,
+}
+
+/// The cluster at a glance.
+#[derive(Debug, Clone)]
+pub struct ClusterStatus {
+    pub managers: Vec<ManagerMember>,
+    pub manager_leader: Option<u64>,
+    pub brokers: Vec<BrokerView>,
+    pub topics: usize,
+    pub partitions: usize,
+    /// `(topic, partition)` with fewer in-sync replicas than assigned ones.
+    pub under_replicated: Vec<(TopicName, u32)>,
+    /// `(topic, partition)` without a known leader.
+    pub offline: Vec<(TopicName, u32)>,
 }
 
 #[derive(Debug, Default)]
@@ -125,6 +153,10 @@ impl ClusterManager {
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, CmError> {
         let raft_config = Arc::new(config.raft_config().map_err(CmError::Raft)?);
+        let mut voters = config.initial_voters().map_err(CmError::Config)?;
+        if voters.is_empty() {
+            voters.insert(config.node_id, context.advertised_address.clone());
+        }
         let state_machine = MetaStateMachine::open(context.store.clone())?;
         let state = state_machine.shared_state();
         let log = mq_raft::RocksLogStore::new(context.store.clone(), GroupId::CLUSTER_MANAGER);
@@ -145,11 +177,15 @@ impl ClusterManager {
             .await
             .map_err(|err| CmError::Raft(err.to_string()))?
         {
-            let members =
-                BTreeMap::from([(config.node_id, BasicNode::new(&context.advertised_address))]);
+            // Every voter initializes with the same list (safe in Raft: one leader is elected).
+            let members: BTreeMap<u64, BasicNode> = voters
+                .iter()
+                .map(|(id, address)| (*id, BasicNode::new(address)))
+                .collect();
             match raft.initialize(members).await {
                 Ok(()) => tracing::info!(
                     node = config.node_id,
+                    voters = ?voters,
                     "initialized the cluster manager group"
                 ),
                 Err(RaftError::APIError(err)) => tracing::debug!(%err, "already initialized"),
@@ -313,15 +349,70 @@ impl ClusterManager {
 
     pub fn brokers(&self) -> Vec<BrokerView> {
         let state = self.state.read().expect("state lock");
+        let counts = state.replica_counts();
         let reports = self.reports.lock().expect("reports lock");
         state
             .brokers
             .values()
-            .map(|broker| BrokerView {
-                alive: self.is_alive(&reports, broker.id),
-                broker: broker.clone(),
+            .map(|broker| {
+                let report = reports.brokers.get(&broker.id);
+                BrokerView {
+                    alive: self.is_alive(&reports, broker.id),
+                    broker: broker.clone(),
+                    replicas: counts.get(&broker.id).map_or(0, |(replicas, _)| *replicas),
+                    leaders: report.map_or(0, |(_, replicas)| {
+                        replicas
+                            .iter()
+                            .filter(|r| r.leader_node_id == Some(r.node_id))
+                            .count()
+                    }),
+                    last_heartbeat: report.map(|(seen, _)| seen.elapsed()),
+                }
             })
             .collect()
+    }
+
+    /// The group's current leader, when this node knows one.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// Members and leader of the cluster manager, brokers, and partitions that need attention.
+    pub fn cluster_status(&self) -> ClusterStatus {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let managers = membership
+            .nodes()
+            .map(|(id, node)| ManagerMember {
+                node_id: *id,
+                address: node.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        let topics = self.list_topics();
+        let mut status = ClusterStatus {
+            managers,
+            manager_leader: metrics.current_leader,
+            brokers: self.brokers(),
+            topics: topics.len(),
+            partitions: 0,
+            under_replicated: Vec::new(),
+            offline: Vec::new(),
+        };
+        for topic in &topics {
+            let view = self.view(topic);
+            for (record, live) in topic.partitions.iter().zip(&view.partitions) {
+                status.partitions += 1;
+                let at = (topic.name.clone(), record.partition);
+                if live.leader.is_none() {
+                    status.offline.push(at);
+                } else if live.replicas.iter().any(|(in_sync, _)| !in_sync) {
+                    status.under_replicated.push(at);
+                }
+            }
+        }
+        status
     }
 
     /// Records a broker's registration (committed only when something changed).

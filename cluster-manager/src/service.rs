@@ -101,6 +101,47 @@ impl Admin for ClusterManagerService {
             topic: Some(describe(&view, &self.manager.brokers())),
         }))
     }
+
+    async fn list_brokers(
+        &self,
+        _request: Request<pb::ListBrokersRequest>,
+    ) -> Result<Response<pb::ListBrokersResponse>, Status> {
+        let brokers = self.manager.brokers().iter().map(broker_status).collect();
+        Ok(Response::new(pb::ListBrokersResponse { brokers }))
+    }
+
+    async fn get_cluster_status(
+        &self,
+        _request: Request<pb::GetClusterStatusRequest>,
+    ) -> Result<Response<pb::GetClusterStatusResponse>, Status> {
+        let status = self.manager.cluster_status();
+        let refs = |partitions: &[(TopicName, u32)]| {
+            partitions
+                .iter()
+                .map(|(topic, partition)| pb::PartitionRef {
+                    topic: topic.to_string(),
+                    partition: *partition,
+                })
+                .collect()
+        };
+        Ok(Response::new(pb::GetClusterStatusResponse {
+            managers: status
+                .managers
+                .iter()
+                .map(|m| pb::ClusterManagerMember {
+                    node_id: m.node_id,
+                    address: m.address.clone(),
+                    voter: m.voter,
+                })
+                .collect(),
+            manager_leader_id: status.manager_leader,
+            brokers: status.brokers.iter().map(broker_status).collect(),
+            topics: status.topics as u32,
+            partitions: status.partitions as u32,
+            under_replicated: refs(&status.under_replicated),
+            offline: refs(&status.offline),
+        }))
+    }
 }
 
 #[tonic::async_trait]
@@ -178,6 +219,15 @@ fn broker_info(view: &BrokerView) -> pb::BrokerInfo {
         address: view.broker.address.clone(),
         rack: view.broker.rack.clone(),
         alive: view.alive,
+    }
+}
+
+fn broker_status(view: &BrokerView) -> pb::BrokerStatus {
+    pb::BrokerStatus {
+        broker: Some(broker_info(view)),
+        replicas: view.replicas as u32,
+        leaders: view.leaders as u32,
+        last_heartbeat_ms_ago: view.last_heartbeat.map(|d| d.as_millis() as u64),
     }
 }
 

@@ -36,10 +36,12 @@ pub enum ErrorCode {
     DataCorruption,
     RequestTooLarge,
     Internal,
+    OutOfOrderSequence,
+    DuplicateSequence,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 15] = [
+    const ALL: [ErrorCode; 17] = [
         Self::InvalidArgument,
         Self::TopicNotFound,
         Self::TopicAlreadyExists,
@@ -55,6 +57,8 @@ impl ErrorCode {
         Self::DataCorruption,
         Self::RequestTooLarge,
         Self::Internal,
+        Self::OutOfOrderSequence,
+        Self::DuplicateSequence,
     ];
 
     /// The gRPC status code a whole call fails with for this reason.
@@ -67,7 +71,8 @@ impl ErrorCode {
             | Self::NotEnoughBrokers => Code::InvalidArgument,
             Self::TopicNotFound => Code::NotFound,
             Self::TopicAlreadyExists => Code::AlreadyExists,
-            Self::NotLeader => Code::FailedPrecondition,
+            Self::NotLeader | Self::OutOfOrderSequence => Code::FailedPrecondition,
+            Self::DuplicateSequence => Code::AlreadyExists,
             Self::LeaderNotAvailable | Self::Unavailable => Code::Unavailable,
             Self::OffsetOutOfRange => Code::OutOfRange,
             Self::Timeout => Code::DeadlineExceeded,
@@ -88,6 +93,7 @@ impl ErrorCode {
                 | Self::Timeout
                 | Self::Unavailable
                 | Self::Internal
+                | Self::OutOfOrderSequence
         )
     }
 
@@ -113,6 +119,8 @@ impl ErrorCode {
             Self::DataCorruption => pb::ErrorReason::DataCorruption,
             Self::RequestTooLarge => pb::ErrorReason::RequestTooLarge,
             Self::Internal => pb::ErrorReason::Internal,
+            Self::OutOfOrderSequence => pb::ErrorReason::OutOfOrderSequence,
+            Self::DuplicateSequence => pb::ErrorReason::DuplicateSequence,
         }
     }
 

@@ -7,6 +7,8 @@
 //! - [`config`]: loading a TOML config file with `MQ_...__...` environment and flag overrides.
 //! - [`partitioner`]: the standard key hash that maps a record key to a partition.
 //! - [`records`]: the record type and its canonical encoding (what `crc32c` covers).
+//! - [`server`]: `[server]` settings, binding, health, reflection and serving, the same in
+//!   every server binary.
 //! - [`shutdown`] and [`telemetry`]: signal handling and tracing setup for binaries.
 //!
 //! It must not depend on RocksDB, openraft or any service crate.
@@ -16,5 +18,6 @@ pub mod error;
 pub mod ids;
 pub mod partitioner;
 pub mod records;
+pub mod server;
 pub mod shutdown;
 pub mod telemetry;

@@ -8,6 +8,7 @@
 //! caller awaits the reply, so a dropped request never leaves half a write; reads go straight
 //! to storage below the published high watermark.
 
+pub mod producers;
 pub mod read;
 pub mod state_machine;
 pub mod types;
@@ -29,7 +30,7 @@ use tracing::Instrument;
 
 use self::read::{PartitionReader, ReadLimits, ReadResult};
 use self::state_machine::{PartitionStateMachine, Progress};
-use self::types::{Appended, PartitionCommand, PartitionRaft, PartitionTypes};
+use self::types::{Appended, ApplyResult, PartitionCommand, PartitionRaft, PartitionTypes};
 use crate::batch::StoredBatch;
 use crate::error::BrokerError;
 
@@ -176,7 +177,25 @@ impl Partition {
         let write = self.raft.client_write(PartitionCommand::Append(batch));
         match tokio::time::timeout(timeout, write).await {
             Err(_) => Err(self.timeout(timeout)),
-            Ok(Ok(response)) => Ok(response.data),
+            Ok(Ok(response)) => match response.data {
+                ApplyResult::Appended(appended) => Ok(appended),
+                ApplyResult::OutOfOrderSequence { expected, got } => {
+                    Err(BrokerError::OutOfOrderSequence {
+                        topic: self.spec.topic.to_string(),
+                        partition: self.spec.partition.0,
+                        expected,
+                        got,
+                    })
+                }
+                ApplyResult::DuplicateSequence { expected, got } => {
+                    Err(BrokerError::DuplicateSequence {
+                        topic: self.spec.topic.to_string(),
+                        partition: self.spec.partition.0,
+                        expected,
+                        got,
+                    })
+                }
+            },
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
                 Err(self.not_leader(forward.leader_id, forward.leader_node.map(|n| n.addr)))
             }

@@ -22,14 +22,18 @@ use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::producers::{Producers, RecentBatch, Sequence};
 use super::types::{
-    Appended, LogId, PartitionCommand, PartitionTypes, Snapshot, SnapshotMeta, StoredMembership,
+    Appended, ApplyResult, LogId, PartitionCommand, PartitionTypes, Snapshot, SnapshotMeta,
+    StoredMembership,
 };
 
 /// Tags of this state machine's keys in `sm_meta`.
 mod meta_tag {
     pub const APPLIED: u8 = 1;
     pub const SNAPSHOT: u8 = 2;
+    /// `group ‖ PRODUCER ‖ producer id` -> that producer's [`ProducerState`].
+    pub const PRODUCER: u8 = 3;
 }
 
 /// What the state machine has applied, persisted as one value.
@@ -50,11 +54,12 @@ pub struct Progress {
     pub log_start_offset: u64,
 }
 
-/// The snapshot data of a partition: metadata only.
+/// The snapshot data of a partition: metadata only (positions and idempotent producers).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PartitionSnapshot {
     next_offset: u64,
     log_start_offset: u64,
+    producers: Producers,
 }
 
 /// One row of the offset index: where the batch with a given base offset lives.
@@ -96,6 +101,7 @@ pub struct PartitionStateMachine {
     store: Store,
     group: GroupId,
     state: AppliedState,
+    producers: Producers,
     progress: watch::Sender<Progress>,
 }
 
@@ -114,11 +120,13 @@ impl PartitionStateMachine {
         let state: AppliedState = store
             .get_tagged(CF_SM_META, group, meta_tag::APPLIED)?
             .unwrap_or_default();
+        let producers = load_producers(&store, group)?;
         let (progress, _) = watch::channel(progress_of(&state));
         Ok(Self {
             store,
             group,
             state,
+            producers,
             progress,
         })
     }
@@ -139,9 +147,65 @@ impl PartitionStateMachine {
         )
     }
 
+    /// Records an appended batch of an idempotent producer, in memory and in `batch`.
+    fn remember(
+        &mut self,
+        batch: &mut WriteBatch,
+        producer: u64,
+        base_sequence: u32,
+        record_count: u32,
+        base_offset: u64,
+        index: u64,
+    ) -> io::Result<()> {
+        let recent = RecentBatch {
+            base_sequence,
+            record_count,
+            base_offset,
+        };
+        if let Some(evicted) = self.producers.record(producer, recent, index) {
+            batch.delete_cf(self.store.cf(CF_SM_META), producer_key(self.group, evicted));
+        }
+        let state = &self.producers.by_id[&producer];
+        batch.put_cf(
+            self.store.cf(CF_SM_META),
+            producer_key(self.group, producer),
+            codec::encode(state)?,
+        );
+        Ok(())
+    }
+
     fn publish(&self) {
         self.progress.send_replace(progress_of(&self.state));
     }
+}
+
+fn producer_key(group: GroupId, producer_id: u64) -> Vec<u8> {
+    let mut suffix = [0u8; 9];
+    suffix[0] = meta_tag::PRODUCER;
+    suffix[1..].copy_from_slice(&producer_id.to_be_bytes());
+    keys::prefixed(group, &suffix)
+}
+
+fn load_producers(store: &Store, group: GroupId) -> io::Result<Producers> {
+    let start = keys::prefixed(group, &[meta_tag::PRODUCER]);
+    let end = keys::prefixed(group, &[meta_tag::PRODUCER + 1]);
+    let mut options = rocksdb::ReadOptions::default();
+    options.set_iterate_upper_bound(end);
+    let mut producers = Producers::default();
+    for item in store.db().iterator_cf_opt(
+        store.cf(CF_SM_META),
+        options,
+        rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+    ) {
+        let (key, value) = item.map_err(mq_raft::store::io_error)?;
+        let id_bytes: [u8; 8] = key[key.len() - 8..]
+            .try_into()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "producer key"))?;
+        producers
+            .by_id
+            .insert(u64::from_be_bytes(id_bytes), codec::decode(&value)?);
+    }
+    Ok(producers)
 }
 
 fn progress_of(state: &AppliedState) -> Progress {
@@ -169,10 +233,11 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
         let mut replies = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id();
-            let mut reply = Appended {
+            let mut reply = ApplyResult::Appended(Appended {
                 base_offset: self.state.next_offset,
                 record_count: 0,
-            };
+                duplicate: false,
+            });
             match entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(PartitionCommand::Append(stored)) => {
@@ -187,19 +252,60 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
                             ),
                         )
                     })?;
-                    let row = IndexEntry {
-                        raft_index: log_id.index(),
-                        record_count: header.record_count,
-                        max_timestamp_ms: header.max_timestamp_ms,
-                        batch_bytes: stored.len() as u32,
+                    let producer = header.producer_id;
+                    let sequence = match producer {
+                        0 => Sequence::Next,
+                        _ => self.producers.check(
+                            producer,
+                            header.base_sequence,
+                            header.record_count,
+                        ),
                     };
-                    batch.put_cf(
-                        self.store.cf(CF_OFFSET_INDEX),
-                        keys::indexed(self.group, self.state.next_offset),
-                        row.encode(),
-                    );
-                    reply.record_count = header.record_count;
-                    self.state.next_offset += u64::from(header.record_count);
+                    reply = match sequence {
+                        Sequence::Next => {
+                            let base_offset = self.state.next_offset;
+                            let row = IndexEntry {
+                                raft_index: log_id.index(),
+                                record_count: header.record_count,
+                                max_timestamp_ms: header.max_timestamp_ms,
+                                batch_bytes: stored.len() as u32,
+                            };
+                            batch.put_cf(
+                                self.store.cf(CF_OFFSET_INDEX),
+                                keys::indexed(self.group, base_offset),
+                                row.encode(),
+                            );
+                            self.state.next_offset += u64::from(header.record_count);
+                            if producer != 0 {
+                                self.remember(
+                                    &mut batch,
+                                    producer,
+                                    header.base_sequence,
+                                    header.record_count,
+                                    base_offset,
+                                    log_id.index(),
+                                )?;
+                            }
+                            ApplyResult::Appended(Appended {
+                                base_offset,
+                                record_count: header.record_count,
+                                duplicate: false,
+                            })
+                        }
+                        Sequence::Duplicate { base_offset } => ApplyResult::Appended(Appended {
+                            base_offset,
+                            record_count: header.record_count,
+                            duplicate: true,
+                        }),
+                        Sequence::OutOfOrder { expected } => ApplyResult::OutOfOrderSequence {
+                            expected,
+                            got: header.base_sequence,
+                        },
+                        Sequence::TooOld { expected } => ApplyResult::DuplicateSequence {
+                            expected,
+                            got: header.base_sequence,
+                        },
+                    };
                 }
                 EntryPayload::Membership(membership) => {
                     self.state.membership = StoredMembership::new(Some(log_id), membership);
@@ -225,6 +331,7 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
             store: self.store.clone(),
             group: self.group,
             state: self.state.clone(),
+            producers: self.producers.clone(),
         }
     }
 
@@ -243,6 +350,19 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
         };
         let mut batch = WriteBatch::default();
         self.put_applied(&mut batch)?;
+        batch.delete_range_cf(
+            self.store.cf(CF_SM_META),
+            keys::prefixed(self.group, &[meta_tag::PRODUCER]),
+            keys::prefixed(self.group, &[meta_tag::PRODUCER + 1]),
+        );
+        for (producer, state) in &snapshot.producers.by_id {
+            batch.put_cf(
+                self.store.cf(CF_SM_META),
+                producer_key(self.group, *producer),
+                codec::encode(state)?,
+            );
+        }
+        self.producers = snapshot.producers.clone();
         // Every offset below the snapshot's next offset is covered by it.
         batch.delete_range_cf(
             self.store.cf(CF_OFFSET_INDEX),
@@ -275,6 +395,7 @@ pub struct PartitionSnapshotBuilder {
     store: Store,
     group: GroupId,
     state: AppliedState,
+    producers: Producers,
 }
 
 impl RaftSnapshotBuilder<PartitionTypes> for PartitionSnapshotBuilder {
@@ -288,6 +409,7 @@ impl RaftSnapshotBuilder<PartitionTypes> for PartitionSnapshotBuilder {
         let data = codec::encode(&PartitionSnapshot {
             next_offset: self.state.next_offset,
             log_start_offset: self.state.log_start_offset,
+            producers: self.producers.clone(),
         })?;
         let mut batch = WriteBatch::default();
         self.store.put_tagged(

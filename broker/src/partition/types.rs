@@ -23,18 +23,37 @@ impl fmt::Display for PartitionCommand {
     }
 }
 
-/// What applying a command produced.
+/// A batch that is in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Appended {
     /// Offset of the first record of the batch.
     pub base_offset: u64,
     /// Number of records.
     pub record_count: u32,
+    /// The batch repeated one of its producer's recent batches and was not appended again;
+    /// `base_offset` is where the original went.
+    pub duplicate: bool,
 }
 
-impl fmt::Display for Appended {
+/// What applying a command produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApplyResult {
+    Appended(Appended),
+    /// Idempotent produce: the batch skips ahead of its producer's next sequence.
+    OutOfOrderSequence {
+        expected: u32,
+        got: u32,
+    },
+    /// Idempotent produce: the batch repeats a sequence older than the remembered batches.
+    DuplicateSequence {
+        expected: u32,
+        got: u32,
+    },
+}
+
+impl fmt::Display for ApplyResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "appended {} at {}", self.record_count, self.base_offset)
+        write!(f, "{self:?}")
     }
 }
 
@@ -42,7 +61,7 @@ openraft::declare_raft_types!(
     /// The type config of partition groups.
     pub PartitionTypes:
         D = PartitionCommand,
-        R = Appended,
+        R = ApplyResult,
         NodeId = u64,
         Node = BasicNode,
 );

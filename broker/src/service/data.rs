@@ -11,6 +11,7 @@ use mq_proto::v1::broker_server::{Broker as BrokerRpc, BrokerServer};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use crate::batch::ProducerSeq;
 use crate::broker::{BatchRecords, Broker, Fetched, OffsetQuery, ProduceBatch, Start};
 use mq_common::records::proto::{from_record, to_consumed};
 
@@ -99,10 +100,20 @@ fn produce_batch(i: usize, batch: pb::PartitionBatch) -> Result<ProduceBatch, Br
             ));
         }
     };
+    if batch.producer_id != 0 && batch.partition.is_none() {
+        return Err(BrokerError::invalid(
+            format!("batches[{i}].partition"),
+            "is required with producer_id (sequences are per partition)",
+        ));
+    }
     Ok(ProduceBatch {
         partition: batch.partition,
         records,
         crc32c: batch.crc32c,
+        producer: ProducerSeq {
+            producer_id: batch.producer_id,
+            base_sequence: batch.base_sequence,
+        },
     })
 }
 
@@ -147,9 +158,9 @@ impl BrokerRpc for DataService {
             let results = outcomes
                 .into_iter()
                 .map(|outcome| {
-                    let (base_offset, error) = match &outcome.result {
-                        Ok(base) => (*base, None),
-                        Err(err) => (0, Some(ApiError::from(err).to_partition_error())),
+                    let (base_offset, duplicate, error) = match &outcome.result {
+                        Ok(appended) => (appended.base_offset, appended.duplicate, None),
+                        Err(err) => (0, false, Some(ApiError::from(err).to_partition_error())),
                     };
                     pb::PartitionResult {
                         batch_index: outcome.batch_index as u32,
@@ -157,6 +168,7 @@ impl BrokerRpc for DataService {
                         base_offset,
                         record_count: outcome.record_count,
                         error,
+                        duplicate,
                     }
                 })
                 .collect();

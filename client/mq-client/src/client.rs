@@ -39,7 +39,16 @@ pub struct ClientConfig {
     pub max_message_bytes: usize,
     /// Send a CRC-32C with every batch so the broker detects corruption on the way.
     pub send_checksums: bool,
+    /// Idempotent produce: batches carry a producer id and sequence numbers, so a batch
+    /// retried after a timeout or a leader change is never appended twice, and batches of one
+    /// partition are appended in the order `produce` was called. At most
+    /// [`MAX_IN_FLIGHT_PER_PARTITION`] batches per partition are then in flight; more wait.
+    pub idempotent: bool,
 }
+
+/// Batches per partition an idempotent client keeps in flight: the number the broker
+/// remembers per producer to recognise retries.
+pub const MAX_IN_FLIGHT_PER_PARTITION: usize = 5;
 
 impl ClientConfig {
     pub fn new(servers: impl IntoIterator<Item = impl Into<String>>) -> Self {
@@ -51,6 +60,7 @@ impl ClientConfig {
             retry_backoff_max: Duration::from_secs(1),
             max_message_bytes: 64 << 20,
             send_checksums: true,
+            idempotent: true,
         }
     }
 }
@@ -66,6 +76,53 @@ struct Inner {
     config: ClientConfig,
     channels: Mutex<HashMap<String, Channel>>,
     metadata: RwLock<MetadataCache>,
+    /// Idempotent produce: the producer id and next sequence per (topic, partition).
+    sequences: Mutex<HashMap<(String, u32), Arc<PartitionSequence>>>,
+}
+
+/// The idempotent-produce state of one partition.
+#[derive(Debug)]
+struct PartitionSequence {
+    /// `(producer id, next sequence)`. The id is replaced after a batch fails for good: the
+    /// broker never saw the sequence it skipped, so later batches start a new sequence.
+    next: Mutex<(u64, u32)>,
+    /// Bounds the batches in flight, so a retry is always within the broker's memory.
+    in_flight: tokio::sync::Semaphore,
+}
+
+impl PartitionSequence {
+    fn new() -> Self {
+        Self {
+            next: Mutex::new((new_producer_id(), 0)),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_PARTITION),
+        }
+    }
+
+    /// Takes the sequence numbers of a batch of `count` records.
+    fn take(&self, count: u32) -> (u64, u32) {
+        let mut next = self.next.lock().expect("sequence lock");
+        let taken = *next;
+        next.1 = next.1.wrapping_add(count);
+        taken
+    }
+
+    /// Starts a new sequence after a batch of `producer_id` failed for good.
+    fn reset(&self, producer_id: u64) {
+        let mut next = self.next.lock().expect("sequence lock");
+        if next.0 == producer_id {
+            *next = (new_producer_id(), 0);
+        }
+    }
+}
+
+/// A random nonzero producer id.
+fn new_producer_id() -> u64 {
+    loop {
+        let id = uuid::Uuid::new_v4().as_u64_pair().0;
+        if id != 0 {
+            return id;
+        }
+    }
 }
 
 fn now_ms() -> i64 {
@@ -96,6 +153,7 @@ impl Client {
                 config,
                 channels: Mutex::default(),
                 metadata: RwLock::default(),
+                sequences: Mutex::default(),
             }),
         };
         for server in &client.inner.config.servers {
@@ -142,7 +200,20 @@ impl Client {
 
     /// Runs `attempt` until it succeeds, fails with an error that is not worth retrying, or
     /// the request timeout passes. `attempt` gets the time left.
-    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, ClientError>
+    async fn retrying<T, F, Fut>(&self, attempt: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Duration) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        self.retrying_if(reroutable, attempt).await
+    }
+
+    /// [`Self::retrying`], retrying the errors `retry` accepts.
+    async fn retrying_if<T, F, Fut>(
+        &self,
+        retry: fn(&ClientError) -> bool,
+        mut attempt: F,
+    ) -> Result<T, ClientError>
     where
         F: FnMut(Duration) -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
@@ -160,7 +231,7 @@ impl Client {
                 .into()),
             };
             match outcome {
-                Err(error) if reroutable(&error) && Instant::now() + backoff < deadline => {
+                Err(error) if retry(&error) && Instant::now() + backoff < deadline => {
                     tracing::debug!(%error, ?backoff, "retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.inner.config.retry_backoff_max);
@@ -364,14 +435,55 @@ impl Client {
             .config
             .send_checksums
             .then(|| crc32c::crc32c(&encoded));
-        let batch = pb::PartitionBatch {
+        let count = records.len() as u32;
+        let mut batch = pb::PartitionBatch {
             partition: Some(partition),
             records: Vec::new(),
             crc32c,
             encoded_records: Bytes::from(encoded),
-            record_count: records.len() as u32,
+            record_count: count,
+            producer_id: 0,
+            base_sequence: 0,
         };
-        self.retrying(|left| {
+        if !self.inner.config.idempotent {
+            return self.send_batch(topic, partition, batch, reroutable).await;
+        }
+        let sequence = self.partition_sequence(topic, partition);
+        let _permit = sequence
+            .in_flight
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        (batch.producer_id, batch.base_sequence) = sequence.take(count);
+        // Every retryable error is safe to retry: the broker recognises a batch it appended.
+        let outcome = self
+            .send_batch(topic, partition, batch.clone(), ClientError::is_retryable)
+            .await;
+        if outcome.is_err() {
+            sequence.reset(batch.producer_id);
+        }
+        outcome
+    }
+
+    fn partition_sequence(&self, topic: &str, partition: u32) -> Arc<PartitionSequence> {
+        self.inner
+            .sequences
+            .lock()
+            .expect("sequences lock")
+            .entry((topic.to_owned(), partition))
+            .or_insert_with(|| Arc::new(PartitionSequence::new()))
+            .clone()
+    }
+
+    /// Sends one batch to the partition leader, retrying errors `retry` accepts.
+    async fn send_batch(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: pb::PartitionBatch,
+        retry: fn(&ClientError) -> bool,
+    ) -> Result<u64, ClientError> {
+        self.retrying_if(retry, |left| {
             let request = pb::ProduceRequest {
                 topic: topic.to_owned(),
                 batches: vec![batch.clone()],

@@ -1,0 +1,183 @@
+//! Idempotent produce: what a partition remembers of each producer, and the pure decision
+//! whether a batch continues its producer's sequence, repeats a recent batch, or skips ahead.
+//! Applied identically on every replica (it lives in the state machine and its snapshot), so a
+//! retry that reaches a new leader after a failover is recognised there too.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+/// Batches per producer whose offsets are remembered: the most a producer may have in flight
+/// on one partition.
+pub const RECENT_BATCHES: usize = 5;
+/// Producers remembered per partition; the least recently active is forgotten first.
+pub const MAX_PRODUCERS: usize = 1000;
+
+/// One recent batch of a producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentBatch {
+    pub base_sequence: u32,
+    pub record_count: u32,
+    pub base_offset: u64,
+}
+
+/// What a partition knows of one producer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerState {
+    /// Oldest first, at most [`RECENT_BATCHES`].
+    pub recent: VecDeque<RecentBatch>,
+    /// Raft index of the producer's last appended batch (for eviction).
+    pub last_index: u64,
+}
+
+impl ProducerState {
+    /// The sequence the producer's next batch must start at.
+    pub fn next_sequence(&self) -> Option<u32> {
+        self.recent
+            .back()
+            .map(|b| b.base_sequence.wrapping_add(b.record_count))
+    }
+}
+
+/// The verdict on a batch of an idempotent producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sequence {
+    /// Continues the sequence (or the producer is unknown): append it.
+    Next,
+    /// Repeats a recent batch, appended at `base_offset`.
+    Duplicate { base_offset: u64 },
+    /// Skips ahead: an earlier batch has not arrived.
+    OutOfOrder { expected: u32 },
+    /// Repeats a batch older than the recent ones.
+    TooOld { expected: u32 },
+}
+
+/// Decides what to do with a batch of `record_count` records starting at `base_sequence`.
+pub fn check(state: Option<&ProducerState>, base_sequence: u32, record_count: u32) -> Sequence {
+    let Some(state) = state else {
+        return Sequence::Next;
+    };
+    let Some(expected) = state.next_sequence() else {
+        return Sequence::Next;
+    };
+    if base_sequence == expected {
+        return Sequence::Next;
+    }
+    if let Some(batch) = state
+        .recent
+        .iter()
+        .find(|b| b.base_sequence == base_sequence && b.record_count == record_count)
+    {
+        return Sequence::Duplicate {
+            base_offset: batch.base_offset,
+        };
+    }
+    // Ahead of `expected` within half the sequence space: a gap; behind it: an old batch.
+    if base_sequence.wrapping_sub(expected) < 1 << 31 {
+        Sequence::OutOfOrder { expected }
+    } else {
+        Sequence::TooOld { expected }
+    }
+}
+
+/// Every producer a partition remembers, by producer id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Producers {
+    pub by_id: BTreeMap<u64, ProducerState>,
+}
+
+impl Producers {
+    pub fn check(&self, producer_id: u64, base_sequence: u32, record_count: u32) -> Sequence {
+        check(self.by_id.get(&producer_id), base_sequence, record_count)
+    }
+
+    /// Records an appended batch. Returns the producer evicted to stay within
+    /// [`MAX_PRODUCERS`], if any (deterministic: the one idle for the most entries).
+    pub fn record(&mut self, producer_id: u64, batch: RecentBatch, index: u64) -> Option<u64> {
+        let state = self.by_id.entry(producer_id).or_default();
+        state.recent.push_back(batch);
+        if state.recent.len() > RECENT_BATCHES {
+            state.recent.pop_front();
+        }
+        state.last_index = index;
+        if self.by_id.len() <= MAX_PRODUCERS {
+            return None;
+        }
+        let idle = self
+            .by_id
+            .iter()
+            .min_by_key(|(id, state)| (state.last_index, **id))
+            .map(|(id, _)| *id)?;
+        self.by_id.remove(&idle);
+        Some(idle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(base_sequence: u32, record_count: u32, base_offset: u64) -> RecentBatch {
+        RecentBatch {
+            base_sequence,
+            record_count,
+            base_offset,
+        }
+    }
+
+    #[test]
+    fn sequences_continue_repeat_skip_or_are_too_old() {
+        let mut producers = Producers::default();
+        assert_eq!(
+            producers.check(7, 40, 10),
+            Sequence::Next,
+            "unknown producer"
+        );
+        for (i, seq) in [0u32, 10, 20, 30, 40, 50].iter().enumerate() {
+            producers.record(7, batch(*seq, 10, 100 + *seq as u64), i as u64);
+        }
+        let cases = [
+            (60, 10, Sequence::Next),
+            (50, 10, Sequence::Duplicate { base_offset: 150 }),
+            (10, 10, Sequence::Duplicate { base_offset: 110 }),
+            (0, 10, Sequence::TooOld { expected: 60 }),
+            (70, 10, Sequence::OutOfOrder { expected: 60 }),
+            (50, 5, Sequence::TooOld { expected: 60 }),
+        ];
+        for (seq, count, expected) in cases {
+            assert_eq!(
+                producers.check(7, seq, count),
+                expected,
+                "seq {seq} x{count}"
+            );
+        }
+        assert_eq!(producers.check(8, 70, 1), Sequence::Next, "other producer");
+    }
+
+    #[test]
+    fn sequences_wrap() {
+        let mut producers = Producers::default();
+        producers.record(1, batch(u32::MAX - 1, 4, 0), 1);
+        assert_eq!(producers.check(1, 2, 1), Sequence::Next);
+        assert_eq!(
+            producers.check(1, 3, 1),
+            Sequence::OutOfOrder { expected: 2 }
+        );
+        assert_eq!(
+            producers.check(1, u32::MAX - 1, 4),
+            Sequence::Duplicate { base_offset: 0 }
+        );
+    }
+
+    #[test]
+    fn the_longest_idle_producer_is_evicted() {
+        let mut producers = Producers::default();
+        for id in 0..MAX_PRODUCERS as u64 {
+            assert_eq!(producers.record(id, batch(0, 1, id), 10 + id), None);
+        }
+        // Producer 0 becomes active again; producer 1 is now the longest idle.
+        producers.record(0, batch(1, 1, 5000), 5000);
+        assert_eq!(producers.record(9999, batch(0, 1, 5001), 5001), Some(1));
+        assert_eq!(producers.by_id.len(), MAX_PRODUCERS);
+    }
+}

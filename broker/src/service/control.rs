@@ -1,0 +1,127 @@
+//! `mq.v1.Admin` and `mq.v1.Metadata` on a broker of a cluster: each call is passed to the
+//! cluster manager (following its leader), so clients can bootstrap from any broker.
+
+use std::future::Future;
+
+use mq_proto::v1 as pb;
+use mq_proto::v1::admin_client::AdminClient;
+use mq_proto::v1::admin_server::{Admin, AdminServer};
+use mq_proto::v1::metadata_client::MetadataClient;
+use mq_proto::v1::metadata_server::{Metadata, MetadataServer};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::cluster_link::{CONTROL_TIMEOUT, ClusterLink};
+
+#[derive(Debug, Clone)]
+pub struct ControlForwarder {
+    link: ClusterLink,
+}
+
+impl ControlForwarder {
+    pub fn new(link: ClusterLink) -> Self {
+        Self { link }
+    }
+
+    pub fn admin_server(&self) -> AdminServer<Self> {
+        AdminServer::new(self.clone())
+    }
+
+    pub fn metadata_server(&self) -> MetadataServer<Self> {
+        MetadataServer::new(self.clone())
+    }
+
+    async fn forward<Q, T, F, Fut>(
+        &self,
+        request: Request<Q>,
+        call: F,
+    ) -> Result<Response<T>, Status>
+    where
+        Q: Clone,
+        F: Fn(Channel, Q) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let request = request.into_inner();
+        let reply = self
+            .link
+            .call(CONTROL_TIMEOUT, |channel| call(channel, request.clone()))
+            .await?;
+        Ok(Response::new(reply.into_inner()))
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for ControlForwarder {
+    async fn create_topic(
+        &self,
+        request: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        self.forward(request, |channel, request| async move {
+            AdminClient::new(channel).create_topic(request).await
+        })
+        .await
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        self.forward(request, |channel, request| async move {
+            AdminClient::new(channel).delete_topic(request).await
+        })
+        .await
+    }
+
+    async fn list_topics(
+        &self,
+        request: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        self.forward(request, |channel, request| async move {
+            AdminClient::new(channel).list_topics(request).await
+        })
+        .await
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<pb::DescribeTopicRequest>,
+    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        self.forward(request, |channel, request| async move {
+            AdminClient::new(channel).describe_topic(request).await
+        })
+        .await
+    }
+
+    async fn list_brokers(
+        &self,
+        request: Request<pb::ListBrokersRequest>,
+    ) -> Result<Response<pb::ListBrokersResponse>, Status> {
+        self.forward(request, |channel, request| async move {
+            AdminClient::new(channel).list_brokers(request).await
+        })
+        .await
+    }
+
+    async fn get_cluster_status(
+        &self,
+        request: Request<pb::GetClusterStatusRequest>,
+    ) -> Result<Response<pb::GetClusterStatusResponse>, Status> {
+        self.forward(request, |channel, request| async move {
+            AdminClient::new(channel).get_cluster_status(request).await
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl Metadata for ControlForwarder {
+    async fn get_metadata(
+        &self,
+        request: Request<pb::GetMetadataRequest>,
+    ) -> Result<Response<pb::GetMetadataResponse>, Status> {
+        self.forward(request, |channel, request| async move {
+            MetadataClient::new(channel).get_metadata(request).await
+        })
+        .await
+    }
+}
