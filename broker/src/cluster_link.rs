@@ -198,6 +198,8 @@ pub fn status_to_proto(
             })
             .collect(),
         term: status.term,
+        voters: status.voters,
+        learners: status.learners,
     }
 }
 

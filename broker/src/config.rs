@@ -56,6 +56,10 @@ pub struct ClusterConfig {
     /// How often the broker heartbeats to the cluster manager.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
+    /// On SIGTERM, how long the broker waits for the partitions it leads to move to other
+    /// replicas before it stops.
+    #[serde(with = "humantime_serde")]
+    pub leadership_handoff_timeout: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -63,6 +67,7 @@ impl Default for ClusterConfig {
         Self {
             manager_addresses: Vec::new(),
             heartbeat_interval: Duration::from_secs(1),
+            leadership_handoff_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -148,7 +148,9 @@ pub async fn run(
         )
         .add_optional_service(forwarder.as_ref().map(ControlForwarder::admin_server))
         .add_optional_service(forwarder.as_ref().map(ControlForwarder::metadata_server));
-    let server = server::serve(router, bound.listener, shutdown.clone());
+    // The server stops after leadership was handed off, so clients are redirected meanwhile.
+    let stop_serving = CancellationToken::new();
+    let server = server::serve(router, bound.listener, stop_serving.clone());
     tracing::info!(address = %local_addr, advertised = %advertised_address, standalone = config.node.standalone, "serving");
 
     let (registered, ready) = watch::channel(false);
@@ -174,6 +176,7 @@ pub async fn run(
     });
 
     let grace = config.server.shutdown_grace;
+    let handoff = config.cluster.leadership_handoff_timeout;
     let stop = shutdown.clone();
     let done = tokio::spawn(async move {
         stop.cancelled().await;
@@ -181,6 +184,8 @@ pub async fn run(
         health
             .set_service_status("", ServingStatus::NotServing)
             .await;
+        replicas.hand_off_leadership(handoff).await;
+        stop_serving.cancel();
         let served = server::drain(server, grace).await;
         let _ = membership.await;
         replicas.shutdown().await;

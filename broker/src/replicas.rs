@@ -183,6 +183,35 @@ impl Replicas {
             .collect()
     }
 
+    /// Hands the leadership of every partition led here to its best-placed voter, and waits
+    /// (at most `timeout`) until none is led here: a stopping broker leaves no partition
+    /// leaderless for an election timeout.
+    pub async fn hand_off_leadership(&self, timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let led: Vec<Arc<Partition>> =
+                self.all().into_iter().filter(|p| p.is_leader()).collect();
+            if led.is_empty() {
+                return;
+            }
+            for partition in &led {
+                if let Some(to) = partition.successor()
+                    && let Err(err) = partition.transfer_leadership(to).await
+                {
+                    tracing::debug!(group = %partition.spec().group, %err, "leadership hand-off");
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    still_leading = led.len(),
+                    "leadership hand-off incomplete; stopping anyway"
+                );
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// Stops every Raft group (data stays).
     pub async fn shutdown(&self) {
         let _guard = self.lifecycle.lock().await;

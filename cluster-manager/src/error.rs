@@ -14,6 +14,15 @@ pub enum CmError {
         "replication_factor: {requested} replicas need as many live brokers, but {live} are live"
     )]
     NotEnoughBrokers { requested: u32, live: usize },
+    #[error(
+        "broker_id: broker {id} is registered at {address} and alive; a second broker cannot \
+         take its id (give this one another --broker-id)"
+    )]
+    BrokerIdInUse { id: u32, address: String },
+    #[error("broker_id: no broker {id} is registered")]
+    BrokerNotFound { id: u32 },
+    #[error("broker_id: cannot drain broker {id}: {reason}")]
+    CannotDrain { id: u32, reason: String },
     #[error("this node does not lead the cluster manager")]
     NotLeader { leader: Option<LeaderHint> },
     #[error("the cluster manager has no leader right now; retry shortly")]
@@ -40,6 +49,9 @@ impl CmError {
             Self::TopicExists { .. } => ErrorCode::TopicAlreadyExists,
             Self::TopicNotFound { .. } => ErrorCode::TopicNotFound,
             Self::NotEnoughBrokers { .. } => ErrorCode::NotEnoughBrokers,
+            Self::BrokerIdInUse { .. } => ErrorCode::BrokerIdInUse,
+            Self::BrokerNotFound { .. } => ErrorCode::BrokerNotFound,
+            Self::CannotDrain { .. } => ErrorCode::NotEnoughBrokers,
             Self::NotLeader { .. } => ErrorCode::NotLeader,
             Self::LeaderNotAvailable => ErrorCode::Unavailable,
             Self::Raft(_) | Self::Io(_) | Self::Config(_) => ErrorCode::Internal,

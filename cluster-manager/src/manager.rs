@@ -55,7 +55,27 @@ pub struct ReplicaReport {
     pub log_start_offset: u64,
     pub last_log_index: u64,
     pub followers: Vec<(u64, Option<u64>)>,
+    /// The group's voters and learners as this replica sees them.
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
 }
+
+impl ReplicaReport {
+    /// Whether `node` has the leader's log up to a few entries (reported by a leader).
+    fn in_sync(&self, node: u64) -> bool {
+        node == self.node_id
+            || self.followers.iter().any(|(id, matched)| {
+                *id == node && matched.is_some_and(|m| m + IN_SYNC_LAG >= self.last_log_index)
+            })
+    }
+}
+
+/// Entries a replica may trail its leader by and still count as in sync (a busy partition's
+/// followers are always a few batches behind the last report).
+const IN_SYNC_LAG: u64 = 16;
+/// How long a membership change or leadership transfer asked of a partition leader is left to
+/// finish before it is asked again.
+const ACTION_HOLD_OFF: Duration = Duration::from_secs(30);
 
 /// A topic with what is known of its partitions right now.
 #[derive(Debug, Clone)]
@@ -114,6 +134,12 @@ struct Reports {
     brokers: HashMap<BrokerId, (Instant, Vec<ReplicaReport>)>,
     /// Replicas asked for recently, not yet seen in a heartbeat: not asked again before then.
     requested: HashMap<(BrokerId, GroupId), Instant>,
+    /// Membership changes under way, per group.
+    membership_asked: HashMap<GroupId, Instant>,
+    /// Leadership transfers asked recently, per group.
+    transfer_asked: HashMap<GroupId, Instant>,
+    /// Since when this node leads (a broker never heard of since counts as last seen then).
+    leader_since: Option<Instant>,
 }
 
 /// Process-wide pieces the cluster manager shares with a co-located broker.
@@ -132,7 +158,7 @@ pub struct ClusterManager {
     reports: Mutex<Reports>,
     peers: Arc<Peers>,
     config: ClusterManagerConfig,
-    reconcile: Notify,
+    reconcile: Arc<Notify>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -198,7 +224,7 @@ impl ClusterManager {
             reports: Mutex::default(),
             peers: context.peers,
             config,
-            reconcile: Notify::new(),
+            reconcile: Arc::new(Notify::new()),
             tasks: Mutex::default(),
         });
         let reconciler = tokio::spawn(manager.clone().run_reconciler(shutdown));
@@ -416,14 +442,26 @@ impl ClusterManager {
     }
 
     /// Records a broker's registration (committed only when something changed).
+    /// A broker id held by a live broker at another address is refused; a dead broker's id
+    /// may move to a new address (the machine was replaced).
     pub async fn register_broker(&self, broker: BrokerRecord) -> Result<(), CmError> {
-        let known = self
+        let registered = self
             .state
             .read()
             .expect("state lock")
             .brokers
             .get(&broker.id)
-            == Some(&broker);
+            .cloned();
+        if let Some(existing) = &registered
+            && existing.address != broker.address
+            && self.is_alive(&self.reports.lock().expect("reports lock"), broker.id)
+        {
+            return Err(CmError::BrokerIdInUse {
+                id: broker.id.0,
+                address: existing.address.clone(),
+            });
+        }
+        let known = registered.as_ref() == Some(&broker);
         if !known {
             self.propose(MetaCommand::RegisterBroker(broker.clone()))
                 .await?;
@@ -440,6 +478,99 @@ impl ClusterManager {
             .0 = Instant::now();
         self.reconcile.notify_one();
         Ok(())
+    }
+
+    /// Starts draining `broker`: the reconciler moves its replicas to other live brokers and
+    /// leaderships off it. Refused when the other live brokers cannot hold every replica it
+    /// has (each partition needs its replicas on distinct brokers).
+    pub async fn decommission_broker(&self, broker: BrokerId) -> Result<(), CmError> {
+        {
+            let state = self.state.read().expect("state lock");
+            if !state.brokers.contains_key(&broker) {
+                return Err(CmError::BrokerNotFound { id: broker.0 });
+            }
+            let reports = self.reports.lock().expect("reports lock");
+            let others = self
+                .candidates(&state, &reports)
+                .into_iter()
+                .filter(|c| c.id != broker)
+                .count();
+            let needed = state
+                .replicas_on(broker)
+                .iter()
+                .map(|(_, partition, _)| partition.replicas.len())
+                .max()
+                .unwrap_or(0);
+            if others == 0 || others < needed {
+                return Err(CmError::CannotDrain {
+                    id: broker.0,
+                    reason: format!(
+                        "its partitions need {needed} live brokers besides it to keep their \
+                         replicas, and {others} other live brokers take replicas"
+                    ),
+                });
+            }
+        }
+        self.propose(MetaCommand::SetDraining {
+            broker,
+            draining: true,
+        })
+        .await?;
+        tracing::info!(%broker, "decommissioning broker");
+        self.reconcile.notify_one();
+        Ok(())
+    }
+
+    /// Decides and commits the replica moves that even out the live brokers' loads.
+    pub async fn rebalance(&self) -> Result<Vec<(TopicName, u32, placement::Move)>, CmError> {
+        if !self.raft.is_leader() {
+            return Err(self.not_leader());
+        }
+        let (moves, named) = {
+            let state = self.state.read().expect("state lock");
+            let reports = self.reports.lock().expect("reports lock");
+            let candidates = self.candidates(&state, &reports);
+            let partitions: Vec<(GroupId, Vec<(u64, BrokerId)>)> = state
+                .topics
+                .values()
+                .flat_map(|t| t.partitions.iter())
+                .map(|p| {
+                    (
+                        p.group,
+                        p.replicas.iter().map(|r| (r.node_id, r.broker)).collect(),
+                    )
+                })
+                .collect();
+            let moves = placement::rebalance(&candidates, &partitions);
+            let named: HashMap<GroupId, (TopicName, u32)> = state
+                .topics
+                .values()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .map(|p| (p.group, (t.name.clone(), p.partition)))
+                })
+                .collect();
+            (moves, named)
+        };
+        let mut done = Vec::new();
+        for m in moves {
+            let response = self
+                .propose(MetaCommand::ReplaceReplica {
+                    group: m.group,
+                    old_node_id: m.old_node_id,
+                    new_broker: m.to,
+                })
+                .await?;
+            if response == MetaResponse::Done
+                && let Some((topic, partition)) = named.get(&m.group)
+            {
+                tracing::info!(%topic, partition, from = %m.from, to = %m.to, "moving replica");
+                done.push((topic.clone(), *partition, m));
+            }
+        }
+        self.reconcile.notify_one();
+        Ok(done)
     }
 
     /// Records a heartbeat. Brokers heartbeat every cluster-manager node they reach; only the
@@ -550,18 +681,8 @@ impl ClusterManager {
             .partitions
             .iter()
             .map(|partition| {
-                let group_reports: Vec<&ReplicaReport> = reports
-                    .brokers
-                    .values()
-                    .flat_map(|(_, replicas)| replicas.iter())
-                    .filter(|r| r.group == partition.group)
-                    .collect();
-                // The leader's own report, from the highest term any replica has seen.
-                let leader_report = group_reports
-                    .iter()
-                    .filter(|r| r.leader_node_id == Some(r.node_id))
-                    .max_by_key(|r| r.term)
-                    .copied();
+                let leader_report = self.leader_report(&reports, partition.group);
+                let leader_report = leader_report.as_ref();
                 let replicas = partition
                     .replicas
                     .iter()
@@ -576,7 +697,7 @@ impl ClusterManager {
                             match matched {
                                 Some(index) => {
                                     let lag = leader.last_log_index.saturating_sub(index);
-                                    (lag == 0, Some(lag))
+                                    (lag <= IN_SYNC_LAG, Some(lag))
                                 }
                                 None => (false, None),
                             }
@@ -715,8 +836,14 @@ impl ClusterManager {
     /// assigned replicas.
     async fn reconcile_once(&self) {
         if !self.raft.is_leader() {
+            self.reports.lock().expect("reports lock").leader_since = None;
             return;
         }
+        self.reports
+            .lock()
+            .expect("reports lock")
+            .leader_since
+            .get_or_insert_with(Instant::now);
         if let Err(err) = self
             .raft
             .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
@@ -726,6 +853,11 @@ impl ClusterManager {
             return;
         }
         let state = self.state.read().expect("state lock").clone();
+        let partitions: HashMap<GroupId, &crate::state::PartitionRecord> = state
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter().map(|p| (p.group, p)))
+            .collect();
         let mut creates = Vec::new();
         let mut removes = Vec::new();
         {
@@ -747,7 +879,18 @@ impl ClusterManager {
                     }
                 }
                 for group in hosted.keys() {
-                    if !assigned.iter().any(|(_, p, _)| p.group == *group) {
+                    if assigned.iter().any(|(_, p, _)| p.group == *group) {
+                        continue;
+                    }
+                    // A replica moved away leaves only once the group's voters are the
+                    // assigned ones (its replacement caught up); a deleted topic's at once.
+                    let moved_out = match partitions.get(group) {
+                        None => true,
+                        Some(partition) => self
+                            .leader_report(&reports, *group)
+                            .is_some_and(|leader| settled(partition, &leader)),
+                    };
+                    if moved_out {
                         removes.push((broker.id, *group));
                     }
                 }
@@ -756,6 +899,9 @@ impl ClusterManager {
         for (topic, partition, replica) in &creates {
             self.create_replica(topic, partition, replica).await;
         }
+        self.heal(&state).await;
+        self.converge_memberships(&state);
+        self.balance_leaders(&state);
         for (broker, group) in removes {
             let Some(mut client) = self.broker_client(broker) else {
                 continue;
@@ -780,6 +926,268 @@ impl ClusterManager {
             }
         }
     }
+}
+
+impl ClusterManager {
+    /// The report of the group's leader: from a live broker, at the highest term.
+    fn leader_report(&self, reports: &Reports, group: GroupId) -> Option<ReplicaReport> {
+        reports
+            .brokers
+            .iter()
+            .filter(|(broker, _)| self.is_alive(reports, **broker))
+            .flat_map(|(_, (_, replicas))| replicas.iter())
+            .filter(|r| r.group == group && r.leader_node_id == Some(r.node_id))
+            .max_by_key(|r| r.term)
+            .cloned()
+    }
+
+    /// Whether `broker` has been dead for longer than the replace delay.
+    fn gone_for_good(&self, reports: &Reports, broker: BrokerId) -> bool {
+        let last_seen = reports
+            .brokers
+            .get(&broker)
+            .map(|(seen, _)| *seen)
+            .or(reports.leader_since);
+        last_seen.is_some_and(|seen| {
+            seen.elapsed() > self.config.broker_session_timeout + self.config.replace_delay
+        })
+    }
+
+    /// Live brokers that may take replicas, with their load.
+    fn candidates(&self, state: &ClusterState, reports: &Reports) -> Vec<Candidate> {
+        let counts = state.replica_counts();
+        self.live_brokers(state, reports)
+            .into_iter()
+            .filter(|b| !b.draining)
+            .map(|b| {
+                let (replicas, leaders) = counts.get(&b.id).copied().unwrap_or_default();
+                Candidate {
+                    id: b.id,
+                    rack: b.rack.clone(),
+                    replicas,
+                    leaders,
+                }
+            })
+            .collect()
+    }
+
+    /// Replicas on brokers dead past the replace delay, or draining, are re-created on other
+    /// live brokers: one replica per partition at a time, once its group is settled.
+    async fn heal(&self, state: &ClusterState) {
+        let mut commands = Vec::new();
+        {
+            let reports = self.reports.lock().expect("reports lock");
+            let mut candidates = self.candidates(state, &reports);
+            let leaving: Vec<BrokerId> = state
+                .brokers
+                .values()
+                .filter(|b| b.draining || self.gone_for_good(&reports, b.id))
+                .map(|b| b.id)
+                .collect();
+            if leaving.is_empty() {
+                return;
+            }
+            for topic in state.topics.values() {
+                for partition in &topic.partitions {
+                    let Some(old) = partition
+                        .replicas
+                        .iter()
+                        .find(|r| leaving.contains(&r.broker))
+                    else {
+                        continue;
+                    };
+                    let Some(leader) = self.leader_report(&reports, partition.group) else {
+                        continue;
+                    };
+                    if !settled(partition, &leader) {
+                        continue;
+                    }
+                    let others: Vec<BrokerId> = partition
+                        .replicas
+                        .iter()
+                        .filter(|r| r.node_id != old.node_id)
+                        .map(|r| r.broker)
+                        .collect();
+                    let Some(to) = placement::replacement(&candidates, &others) else {
+                        tracing::warn!(topic = %topic.name, partition = partition.partition, "no live broker can take a replica of a leaving broker");
+                        continue;
+                    };
+                    if let Some(c) = candidates.iter_mut().find(|c| c.id == to) {
+                        c.replicas += 1;
+                    }
+                    tracing::info!(topic = %topic.name, partition = partition.partition, from = %old.broker, %to, "re-creating replica");
+                    commands.push(MetaCommand::ReplaceReplica {
+                        group: partition.group,
+                        old_node_id: old.node_id,
+                        new_broker: to,
+                    });
+                }
+            }
+        }
+        for command in commands {
+            if let Err(err) = self.propose(command).await {
+                tracing::warn!(%err, "replica replacement not committed");
+                return;
+            }
+        }
+        self.reconcile.notify_one();
+    }
+
+    /// Asks partition leaders to make the assigned replicas their voters (adding new replicas
+    /// as learners first, once their brokers host them).
+    fn converge_memberships(&self, state: &ClusterState) {
+        let mut asks = Vec::new();
+        {
+            let mut reports = self.reports.lock().expect("reports lock");
+            for topic in state.topics.values() {
+                for partition in &topic.partitions {
+                    let Some(leader) = self.leader_report(&reports, partition.group) else {
+                        continue;
+                    };
+                    if settled(partition, &leader) {
+                        continue;
+                    }
+                    let hosted = |node: u64, broker: BrokerId| {
+                        reports
+                            .brokers
+                            .get(&broker)
+                            .is_some_and(|(_, replicas)| replicas.iter().any(|r| r.node_id == node))
+                    };
+                    if !partition
+                        .replicas
+                        .iter()
+                        .all(|r| hosted(r.node_id, r.broker))
+                    {
+                        continue;
+                    }
+                    if reports
+                        .membership_asked
+                        .get(&partition.group)
+                        .is_some_and(|at| at.elapsed() < ACTION_HOLD_OFF)
+                    {
+                        continue;
+                    }
+                    reports
+                        .membership_asked
+                        .insert(partition.group, Instant::now());
+                    let members = partition
+                        .replicas
+                        .iter()
+                        .map(|r| ipb::RaftMember {
+                            node_id: r.node_id,
+                            broker_id: r.broker.0,
+                            address: state
+                                .brokers
+                                .get(&r.broker)
+                                .map(|b| b.address.clone())
+                                .unwrap_or_default(),
+                        })
+                        .collect::<Vec<_>>();
+                    asks.push((broker_of_node(leader.node_id), partition.group, members));
+                }
+            }
+        }
+        for (broker, group, members) in asks {
+            let Some(mut client) = self.broker_client(broker) else {
+                continue;
+            };
+            let reconcile = self.reconcile_handle();
+            tokio::spawn(async move {
+                let request = ipb::ChangeMembershipRequest {
+                    group_id: group.0,
+                    members,
+                };
+                match client.change_membership(request).await {
+                    Ok(_) => tracing::info!(%group, "membership converged"),
+                    Err(status) => tracing::warn!(%group, %status, "membership change failed"),
+                }
+                reconcile.notify_one();
+            });
+        }
+    }
+
+    /// Moves leadership to each partition's preferred replica (the first assigned one on a
+    /// live, non-draining broker) once it is caught up, and off draining brokers.
+    fn balance_leaders(&self, state: &ClusterState) {
+        let mut asks = Vec::new();
+        {
+            let mut reports = self.reports.lock().expect("reports lock");
+            for topic in state.topics.values() {
+                for partition in &topic.partitions {
+                    let Some(leader) = self.leader_report(&reports, partition.group) else {
+                        continue;
+                    };
+                    if !settled(partition, &leader) {
+                        continue;
+                    }
+                    let usable = |broker: BrokerId| {
+                        self.is_alive(&reports, broker)
+                            && state.brokers.get(&broker).is_some_and(|b| !b.draining)
+                    };
+                    let Some(preferred) = partition
+                        .replicas
+                        .iter()
+                        .find(|r| usable(r.broker) && leader.in_sync(r.node_id))
+                    else {
+                        continue;
+                    };
+                    if preferred.node_id == leader.node_id {
+                        continue;
+                    }
+                    let first_choice = partition.replicas.iter().find(|r| usable(r.broker));
+                    let leader_usable = usable(broker_of_node(leader.node_id));
+                    // Only for the preferred replica itself, or to get off a draining broker.
+                    if leader_usable && first_choice.map(|r| r.node_id) != Some(preferred.node_id) {
+                        continue;
+                    }
+                    if reports
+                        .transfer_asked
+                        .get(&partition.group)
+                        .is_some_and(|at| at.elapsed() < Duration::from_secs(5))
+                    {
+                        continue;
+                    }
+                    reports
+                        .transfer_asked
+                        .insert(partition.group, Instant::now());
+                    asks.push((
+                        broker_of_node(leader.node_id),
+                        partition.group,
+                        preferred.node_id,
+                    ));
+                }
+            }
+        }
+        for (broker, group, to) in asks {
+            let Some(mut client) = self.broker_client(broker) else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let request = ipb::TransferLeaderRequest {
+                    group_id: group.0,
+                    to_node_id: to,
+                };
+                if let Err(status) = client.transfer_leader(request).await {
+                    tracing::debug!(%group, %status, "leadership transfer not taken");
+                } else {
+                    tracing::info!(%group, to, "leadership moved to the preferred replica");
+                }
+            });
+        }
+    }
+
+    fn reconcile_handle(&self) -> Arc<Notify> {
+        self.reconcile.clone()
+    }
+}
+
+/// Whether the group's voters (per its leader) are exactly the assigned replicas.
+fn settled(partition: &crate::state::PartitionRecord, leader: &ReplicaReport) -> bool {
+    let mut assigned: Vec<u64> = partition.replicas.iter().map(|r| r.node_id).collect();
+    let mut voters = leader.voters.clone();
+    assigned.sort_unstable();
+    voters.sort_unstable();
+    assigned == voters
 }
 
 fn hosted_groups(replicas: &[ReplicaReport]) -> Vec<(GroupId, u64)> {
@@ -875,6 +1283,8 @@ pub fn report_from_proto(status: &ipb::ReplicaStatus) -> ReplicaReport {
             .iter()
             .map(|f| (f.node_id, f.matched_index))
             .collect(),
+        voters: status.voters.clone(),
+        learners: status.learners.clone(),
     }
 }
 

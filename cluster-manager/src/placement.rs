@@ -1,5 +1,7 @@
-//! Where a new topic's replicas go: a pure function of the live brokers and their current
-//! load, so it is table-tested and deterministic.
+//! Where replicas go: pure functions of the live brokers and their current load, so they are
+//! table-tested and deterministic. [`place`] places a new topic, [`replacement`] picks the
+//! broker that takes over one replica (healing, draining), [`rebalance`] evens out replica
+//! counts after brokers were added.
 //!
 //! Rules: the replicas of a partition are on distinct brokers, and on distinct racks as long
 //! as there are enough racks; each replica goes to the eligible broker with the fewest
@@ -8,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mq_common::ids::BrokerId;
+use mq_common::ids::{BrokerId, GroupId};
 
 /// A live broker as placement sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +81,100 @@ pub fn place(
         placement.push(chosen);
     }
     Ok(placement)
+}
+
+/// The broker that should take over a replica of a partition whose other replicas are on
+/// `others`: not one of them, on a rack they do not use when there is one, then the least
+/// loaded (ties: lowest id). `None` when no candidate qualifies.
+pub fn replacement(candidates: &[Candidate], others: &[BrokerId]) -> Option<BrokerId> {
+    let used_racks: BTreeSet<Option<&str>> = candidates
+        .iter()
+        .filter(|c| others.contains(&c.id))
+        .map(|c| c.rack.as_deref())
+        .collect();
+    candidates
+        .iter()
+        .filter(|c| !others.contains(&c.id))
+        .min_by_key(|c| {
+            let rack_used = used_racks.contains(&c.rack.as_deref()) && c.rack.is_some();
+            (rack_used, c.replicas, c.leaders, c.id)
+        })
+        .map(|c| c.id)
+}
+
+/// A replica to move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Move {
+    pub group: GroupId,
+    pub old_node_id: u64,
+    pub from: BrokerId,
+    pub to: BrokerId,
+}
+
+/// Moves that leave every candidate with `floor(avg)` or `ceil(avg)` replicas: replicas leave
+/// the most loaded brokers for the least loaded ones that do not already hold the partition.
+/// `partitions` lists each partition's group and replicas `(node id, broker)`; replicas on
+/// brokers that are not candidates are left alone.
+pub fn rebalance(
+    candidates: &[Candidate],
+    partitions: &[(GroupId, Vec<(u64, BrokerId)>)],
+) -> Vec<Move> {
+    if candidates.is_empty() {
+        return Vec::new();
+    }
+    let mut load: BTreeMap<BrokerId, usize> = candidates.iter().map(|c| (c.id, 0)).collect();
+    for (_, replicas) in partitions {
+        for (_, broker) in replicas {
+            if let Some(count) = load.get_mut(broker) {
+                *count += 1;
+            }
+        }
+    }
+    let total: usize = load.values().sum();
+    let ceil = total.div_ceil(load.len());
+    let floor = total / load.len();
+    let mut placed: Vec<(GroupId, Vec<(u64, BrokerId)>)> = partitions.to_vec();
+    let mut moves = Vec::new();
+    loop {
+        let (&from, &most) = load
+            .iter()
+            .max_by_key(|(id, count)| (**count, std::cmp::Reverse(**id)))
+            .expect("candidates are not empty");
+        let (_, &least) = load
+            .iter()
+            .min_by_key(|(id, count)| (**count, **id))
+            .expect("candidates are not empty");
+        if most <= ceil && least >= floor {
+            return moves;
+        }
+        // The first partition on `from` that some under-loaded broker can take.
+        let found = placed.iter_mut().find_map(|(group, replicas)| {
+            let brokers: Vec<BrokerId> = replicas.iter().map(|(_, b)| *b).collect();
+            if !brokers.contains(&from) {
+                return None;
+            }
+            let to = load
+                .iter()
+                .filter(|(id, count)| **count < most - 1 && !brokers.contains(id))
+                .min_by_key(|(id, count)| (**count, **id))
+                .map(|(id, _)| *id)?;
+            let slot = replicas.iter_mut().find(|(_, b)| *b == from)?;
+            let old_node_id = slot.0;
+            slot.1 = to;
+            Some(Move {
+                group: *group,
+                old_node_id,
+                from,
+                to,
+            })
+        });
+        let Some(found) = found else {
+            return moves;
+        };
+        *load.get_mut(&found.from).expect("loaded") -= 1;
+        *load.get_mut(&found.to).expect("loaded") += 1;
+        moves.push(found);
+    }
 }
 
 #[cfg(test)]
@@ -202,5 +298,98 @@ mod tests {
                 live: 1
             }
         );
+    }
+
+    #[test]
+    fn replacement_avoids_the_partitions_brokers_and_racks_then_load() {
+        /// (name, candidates, brokers of the other replicas, expected).
+        type Case = (&'static str, Vec<Candidate>, Vec<u32>, Option<u32>);
+        let cases: [Case; 4] = [
+            (
+                "least loaded outsider",
+                brokers(&[
+                    (1, None, 0, 0),
+                    (2, None, 5, 0),
+                    (3, None, 2, 0),
+                    (4, None, 3, 0),
+                ]),
+                vec![1],
+                Some(3),
+            ),
+            (
+                "a fresh rack beats a lighter broker",
+                brokers(&[
+                    (1, Some("a"), 0, 0),
+                    (2, Some("a"), 0, 0),
+                    (3, Some("b"), 9, 0),
+                ]),
+                vec![1],
+                Some(3),
+            ),
+            (
+                "nobody left",
+                brokers(&[(1, None, 0, 0), (2, None, 0, 0)]),
+                vec![1, 2],
+                None,
+            ),
+            (
+                "ties go to the lowest id",
+                brokers(&[(5, None, 1, 1), (4, None, 1, 1), (1, None, 0, 0)]),
+                vec![1],
+                Some(4),
+            ),
+        ];
+        for (name, candidates, others, expected) in cases {
+            let others: Vec<BrokerId> = others.into_iter().map(BrokerId).collect();
+            assert_eq!(
+                replacement(&candidates, &others),
+                expected.map(BrokerId),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn rebalance_evens_out_replicas_onto_new_brokers() {
+        // 6 partitions RF2 on brokers 1 and 2; brokers 3 and 4 were added.
+        let partitions: Vec<(GroupId, Vec<(u64, BrokerId)>)> = (0..6u64)
+            .map(|p| {
+                (
+                    GroupId(1024 + p),
+                    vec![(p * 10 + 1, BrokerId(1)), (p * 10 + 2, BrokerId(2))],
+                )
+            })
+            .collect();
+        let candidates = brokers(&[
+            (1, None, 0, 0),
+            (2, None, 0, 0),
+            (3, None, 0, 0),
+            (4, None, 0, 0),
+        ]);
+        let moves = rebalance(&candidates, &partitions);
+        assert_eq!(moves, rebalance(&candidates, &partitions), "deterministic");
+        let mut load = BTreeMap::<BrokerId, usize>::from([(BrokerId(1), 6), (BrokerId(2), 6)]);
+        let mut placed = partitions.clone();
+        for m in &moves {
+            *load.get_mut(&m.from).unwrap() -= 1;
+            *load.entry(m.to).or_default() += 1;
+            let (_, replicas) = placed.iter_mut().find(|(g, _)| *g == m.group).unwrap();
+            let slot = replicas
+                .iter_mut()
+                .find(|(id, _)| *id == m.old_node_id)
+                .unwrap();
+            assert_eq!(slot.1, m.from);
+            slot.1 = m.to;
+        }
+        assert!(load.values().all(|&n| n == 3), "{load:?}");
+        for (_, replicas) in &placed {
+            assert_ne!(
+                replicas[0].1, replicas[1].1,
+                "a partition on one broker twice"
+            );
+        }
+        // Already even: nothing to do.
+        let even = brokers(&[(1, None, 0, 0), (2, None, 0, 0)]);
+        assert!(rebalance(&even, &partitions).is_empty());
     }
 }

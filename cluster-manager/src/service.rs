@@ -110,6 +110,34 @@ impl Admin for ClusterManagerService {
         Ok(Response::new(pb::ListBrokersResponse { brokers }))
     }
 
+    async fn decommission_broker(
+        &self,
+        request: Request<pb::DecommissionBrokerRequest>,
+    ) -> Result<Response<pb::DecommissionBrokerResponse>, Status> {
+        let broker = BrokerId(request.into_inner().broker_id);
+        self.manager.decommission_broker(broker).await?;
+        Ok(Response::new(pb::DecommissionBrokerResponse {}))
+    }
+
+    async fn rebalance_cluster(
+        &self,
+        _request: Request<pb::RebalanceClusterRequest>,
+    ) -> Result<Response<pb::RebalanceClusterResponse>, Status> {
+        let moves = self
+            .manager
+            .rebalance()
+            .await?
+            .into_iter()
+            .map(|(topic, partition, m)| pb::ReplicaMove {
+                topic: topic.to_string(),
+                partition,
+                from_broker_id: m.from.0,
+                to_broker_id: m.to.0,
+            })
+            .collect();
+        Ok(Response::new(pb::RebalanceClusterResponse { moves }))
+    }
+
     async fn get_cluster_status(
         &self,
         _request: Request<pb::GetClusterStatusRequest>,
@@ -196,6 +224,7 @@ impl ClusterManagerInternal for ClusterManagerService {
                 id: BrokerId(request.broker_id),
                 address: request.address,
                 rack: request.rack.filter(|r| !r.is_empty()),
+                draining: false,
             })
             .await?;
         Ok(Response::new(ipb::RegisterBrokerResponse {}))
@@ -228,6 +257,7 @@ fn broker_status(view: &BrokerView) -> pb::BrokerStatus {
         replicas: view.replicas as u32,
         leaders: view.leaders as u32,
         last_heartbeat_ms_ago: view.last_heartbeat.map(|d| d.as_millis() as u64),
+        draining: view.broker.draining,
     }
 }
 

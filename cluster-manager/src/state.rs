@@ -12,6 +12,9 @@ pub struct BrokerRecord {
     pub id: BrokerId,
     pub address: String,
     pub rack: Option<String>,
+    /// Being decommissioned: its replicas move away and it gets no new ones.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// One replica of a partition.
@@ -59,6 +62,19 @@ pub enum MetaCommand {
     DeleteTopic {
         name: TopicName,
     },
+    /// Move one replica of a partition: the replica `old_node_id` is replaced by a new one on
+    /// `new_broker`, at the same position in the replica list (a dead broker's replica is
+    /// re-created elsewhere, a draining broker is emptied, or the cluster is rebalanced).
+    ReplaceReplica {
+        group: GroupId,
+        old_node_id: u64,
+        new_broker: BrokerId,
+    },
+    /// Start (or stop) decommissioning a broker.
+    SetDraining {
+        broker: BrokerId,
+        draining: bool,
+    },
 }
 
 impl std::fmt::Display for MetaCommand {
@@ -69,6 +85,17 @@ impl std::fmt::Display for MetaCommand {
                 name, placement, ..
             } => write!(f, "create topic {name} ({} partitions)", placement.len()),
             Self::DeleteTopic { name } => write!(f, "delete topic {name}"),
+            Self::ReplaceReplica {
+                group,
+                old_node_id,
+                new_broker,
+            } => write!(
+                f,
+                "replace replica {old_node_id} of group {group} with one on broker {new_broker}"
+            ),
+            Self::SetDraining { broker, draining } => {
+                write!(f, "set broker {broker} draining={draining}")
+            }
         }
     }
 }
@@ -80,6 +107,8 @@ pub enum MetaResponse {
     TopicCreated(TopicRecord),
     TopicExists,
     TopicNotFound,
+    /// The command refers to a replica, partition or broker that is not (or no longer) there.
+    Stale,
 }
 
 impl std::fmt::Display for MetaResponse {
@@ -120,13 +149,58 @@ impl ClusterState {
     /// cluster manager computes the same state and the same ids.
     pub fn apply(&mut self, index: u64, command: MetaCommand) -> (MetaResponse, Vec<Change>) {
         match command {
-            MetaCommand::RegisterBroker(broker) => {
+            MetaCommand::RegisterBroker(mut broker) => {
                 let id = broker.id;
+                // Registration never ends a decommission; only SetDraining does.
+                broker.draining = self.brokers.get(&id).is_some_and(|b| b.draining);
                 if self.brokers.get(&id) == Some(&broker) {
                     return (MetaResponse::Done, vec![]);
                 }
                 self.brokers.insert(id, broker);
                 (MetaResponse::Done, vec![Change::Broker(id)])
+            }
+            MetaCommand::SetDraining { broker, draining } => match self.brokers.get_mut(&broker) {
+                Some(record) if record.draining != draining => {
+                    record.draining = draining;
+                    (MetaResponse::Done, vec![Change::Broker(broker)])
+                }
+                Some(_) => (MetaResponse::Done, vec![]),
+                None => (MetaResponse::Stale, vec![]),
+            },
+            MetaCommand::ReplaceReplica {
+                group,
+                old_node_id,
+                new_broker,
+            } => {
+                if !self.brokers.contains_key(&new_broker) {
+                    return (MetaResponse::Stale, vec![]);
+                }
+                let Some((name, partition)) = self.topics.iter_mut().find_map(|(name, topic)| {
+                    topic
+                        .partitions
+                        .iter_mut()
+                        .find(|p| p.group == group)
+                        .map(|p| (name.clone(), p))
+                }) else {
+                    return (MetaResponse::Stale, vec![]);
+                };
+                let on_new_broker = partition.replicas.iter().any(|r| r.broker == new_broker);
+                let Some(slot) = partition
+                    .replicas
+                    .iter_mut()
+                    .find(|r| r.node_id == old_node_id)
+                else {
+                    return (MetaResponse::Stale, vec![]);
+                };
+                if on_new_broker {
+                    return (MetaResponse::Stale, vec![]);
+                }
+                *slot = ReplicaRecord {
+                    broker: new_broker,
+                    node_id: replica_node_id(new_broker, index),
+                    bootstrap: false,
+                };
+                (MetaResponse::Done, vec![Change::Topic(name)])
             }
             MetaCommand::CreateTopic {
                 name,
@@ -294,6 +368,7 @@ mod tests {
             id: BrokerId(1),
             address: "127.0.0.1:7070".into(),
             rack: None,
+            draining: false,
         };
         let (_, changes) = state.apply(1, MetaCommand::RegisterBroker(broker.clone()));
         assert_eq!(changes, vec![Change::Broker(BrokerId(1))]);
@@ -303,5 +378,75 @@ mod tests {
                 .1
                 .is_empty()
         );
+    }
+
+    fn broker(id: u32) -> MetaCommand {
+        MetaCommand::RegisterBroker(BrokerRecord {
+            id: BrokerId(id),
+            address: format!("127.0.0.1:{id}"),
+            rack: None,
+            draining: false,
+        })
+    }
+
+    #[test]
+    fn replace_replica_keeps_the_position_with_a_fresh_node_id() {
+        let mut state = ClusterState::default();
+        for id in 1..=4 {
+            state.apply(u64::from(id), broker(id));
+        }
+        state.apply(5, create("a", vec![vec![1, 2, 3]]));
+        let group = GroupId::FIRST_PARTITION;
+        let old = state.topics[&topic("a")].partitions[0].replicas[1].clone();
+        let replace = |old_node_id, new_broker| MetaCommand::ReplaceReplica {
+            group,
+            old_node_id,
+            new_broker: BrokerId(new_broker),
+        };
+        let (response, changes) = state.apply(9, replace(old.node_id, 4));
+        assert_eq!(response, MetaResponse::Done);
+        assert_eq!(changes, vec![Change::Topic(topic("a"))]);
+        let replicas = &state.topics[&topic("a")].partitions[0].replicas;
+        assert_eq!(replicas[1].broker, BrokerId(4));
+        assert_eq!(replicas[1].node_id, replica_node_id(BrokerId(4), 9));
+        assert!(!replicas[1].bootstrap);
+
+        // Replaying it, a broker already in the set, an unknown broker or group: nothing.
+        let before = state.clone();
+        for command in [
+            replace(old.node_id, 4),
+            replace(replicas[0].node_id, 3),
+            replace(replicas[0].node_id, 9),
+            MetaCommand::ReplaceReplica {
+                group: GroupId(7),
+                old_node_id: replicas[0].node_id,
+                new_broker: BrokerId(4),
+            },
+        ] {
+            assert_eq!(state.apply(10, command), (MetaResponse::Stale, vec![]));
+        }
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn draining_survives_re_registration() {
+        let mut state = ClusterState::default();
+        state.apply(1, broker(1));
+        let drain = MetaCommand::SetDraining {
+            broker: BrokerId(1),
+            draining: true,
+        };
+        assert_eq!(
+            state.apply(2, drain.clone()).1,
+            vec![Change::Broker(BrokerId(1))]
+        );
+        assert!(state.apply(3, drain).1.is_empty());
+        state.apply(4, broker(1));
+        assert!(state.brokers[&BrokerId(1)].draining);
+        let unknown = MetaCommand::SetDraining {
+            broker: BrokerId(5),
+            draining: true,
+        };
+        assert_eq!(state.apply(5, unknown).0, MetaResponse::Stale);
     }
 }

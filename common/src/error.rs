@@ -38,10 +38,12 @@ pub enum ErrorCode {
     Internal,
     OutOfOrderSequence,
     DuplicateSequence,
+    BrokerIdInUse,
+    BrokerNotFound,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 17] = [
+    const ALL: [ErrorCode; 19] = [
         Self::InvalidArgument,
         Self::TopicNotFound,
         Self::TopicAlreadyExists,
@@ -59,6 +61,8 @@ impl ErrorCode {
         Self::Internal,
         Self::OutOfOrderSequence,
         Self::DuplicateSequence,
+        Self::BrokerIdInUse,
+        Self::BrokerNotFound,
     ];
 
     /// The gRPC status code a whole call fails with for this reason.
@@ -69,10 +73,10 @@ impl ErrorCode {
             | Self::RecordTooLarge
             | Self::CorruptBatch
             | Self::NotEnoughBrokers => Code::InvalidArgument,
-            Self::TopicNotFound => Code::NotFound,
+            Self::TopicNotFound | Self::BrokerNotFound => Code::NotFound,
             Self::TopicAlreadyExists => Code::AlreadyExists,
             Self::NotLeader | Self::OutOfOrderSequence => Code::FailedPrecondition,
-            Self::DuplicateSequence => Code::AlreadyExists,
+            Self::DuplicateSequence | Self::BrokerIdInUse => Code::AlreadyExists,
             Self::LeaderNotAvailable | Self::Unavailable => Code::Unavailable,
             Self::OffsetOutOfRange => Code::OutOfRange,
             Self::Timeout => Code::DeadlineExceeded,
@@ -121,6 +125,8 @@ impl ErrorCode {
             Self::Internal => pb::ErrorReason::Internal,
             Self::OutOfOrderSequence => pb::ErrorReason::OutOfOrderSequence,
             Self::DuplicateSequence => pb::ErrorReason::DuplicateSequence,
+            Self::BrokerIdInUse => pb::ErrorReason::BrokerIdInUse,
+            Self::BrokerNotFound => pb::ErrorReason::BrokerNotFound,
         }
     }
 

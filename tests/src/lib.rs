@@ -1,11 +1,14 @@
-//! The process-level test harness: starts the real `mq-broker` binary on a reserved port with
-//! its own data directory and log file, kills (`SIGKILL`), stops (`SIGTERM`) and restarts it,
-//! waits for conditions with named deadlines, prints a node's log when a test fails, and fails
-//! a test when a node panicked.
+//! The process-level test harness: starts the real binaries (`mq-broker`, standalone or as a
+//! cluster member, and `mq-cluster-manager`) on reserved ports, each with its own data
+//! directory and log file; kills (`SIGKILL`), pauses (`SIGSTOP`/`SIGCONT`), stops (`SIGTERM`)
+//! and restarts them; waits for conditions with named deadlines; prints a node's log when a
+//! test fails, and fails a test when a node panicked. [`cluster::Cluster`] builds whole
+//! clusters from these nodes.
 //!
 //! Binaries come from the cargo target directory this test binary lives in; `cargo build
 //! --workspace --bins` (which `.ci/run` does first) puts them there.
 
+pub mod cluster;
 pub mod workload;
 
 use std::fs::File;
@@ -92,14 +95,15 @@ pub async fn wait_serving(address: &str, timeout: Duration) -> anyhow::Result<()
     .await
 }
 
-/// A standalone node process under test.
+/// A node process under test: one binary, its port, data directory and log.
 #[derive(Debug)]
 pub struct Node {
     name: String,
+    program: &'static str,
     port: u16,
     data_dir: PathBuf,
     log_path: PathBuf,
-    extra_args: Vec<String>,
+    args: Vec<String>,
     child: Option<Child>,
     // Owns the directory: removed when the node is dropped.
     _dir: TempDir,
@@ -114,22 +118,44 @@ impl Node {
 
     /// Starts a standalone node with extra `mq-broker` arguments.
     pub async fn start_with(name: &str, extra_args: &[&str]) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("mq-{name}-"))
-            .tempdir()?;
-        let mut node = Self {
-            name: name.to_owned(),
-            port: reserve_port(),
-            data_dir: dir.path().join("data"),
-            log_path: dir.path().join("node.log"),
-            extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
-            child: None,
-            _dir: dir,
-            starts: 0,
-        };
+        let mut args = vec!["--standalone".to_owned()];
+        args.extend(extra_args.iter().map(|s| (*s).to_owned()));
+        let mut node = Self::new(name, "mq-broker", reserve_port(), args)?;
         node.spawn()?;
         node.wait_ready().await?;
         Ok(node)
+    }
+
+    /// A node of `program` (not started) on `port`, run with `args` plus its own
+    /// `--data-dir` and `--listen`.
+    pub fn new(
+        name: &str,
+        program: &'static str,
+        port: u16,
+        args: Vec<String>,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("mq-{name}-"))
+            .tempdir()?;
+        Ok(Self {
+            name: name.to_owned(),
+            program,
+            port,
+            data_dir: dir.path().join("data"),
+            log_path: dir.path().join("node.log"),
+            args,
+            child: None,
+            _dir: dir,
+            starts: 0,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn address(&self) -> String {
@@ -144,21 +170,25 @@ impl Node {
         Client::new(ClientConfig::new([self.address()])).expect("client")
     }
 
-    /// The `mq-broker` command line of this node (for a second start on the same directory).
+    /// The command line of this node listening on `port` (another port gives a second start
+    /// on the same directory).
     pub fn command(&self, port: u16) -> Command {
-        let mut command = Command::new(binary("mq-broker"));
+        let mut command = Command::new(binary(self.program));
         command
-            .arg("--standalone")
+            .args(&self.args)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .args(&self.extra_args)
             .env("MQ_LOG", "info,openraft=warn");
         command
     }
 
-    fn spawn(&mut self) -> anyhow::Result<()> {
+    /// Starts the process (without waiting for it to serve).
+    pub fn spawn(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("node {} is already running", self.name);
+        }
         self.starts += 1;
         let log = File::options()
             .create(true)
@@ -175,14 +205,19 @@ impl Node {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("spawn mq-broker")?;
+            .with_context(|| format!("spawn {}", self.program))?;
         self.child = Some(child);
         Ok(())
     }
 
     /// Waits until the node's health service reports SERVING (bounded).
     pub async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let outcome = wait_serving(&self.address(), Duration::from_secs(30)).await;
+        self.wait_ready_within(Duration::from_secs(30)).await
+    }
+
+    /// Waits until the node's health service reports SERVING, at most `timeout`.
+    pub async fn wait_ready_within(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let outcome = wait_serving(&self.address(), timeout).await;
         if outcome.is_err()
             && let Some(status) = self.try_exit_status()
         {
@@ -210,6 +245,22 @@ impl Node {
             child.wait()?;
         }
         Ok(())
+    }
+
+    /// SIGSTOP: the process stays, frozen, until [`Self::resume`].
+    pub fn pause(&self) -> anyhow::Result<()> {
+        match self.pid() {
+            Some(pid) => signal(pid, Signal::SIGSTOP),
+            None => bail!("node {} is not running", self.name),
+        }
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&self) -> anyhow::Result<()> {
+        match self.pid() {
+            Some(pid) => signal(pid, Signal::SIGCONT),
+            None => bail!("node {} is not running", self.name),
+        }
     }
 
     /// SIGTERM, then wait (bounded) for the process to exit; returns its status.
@@ -264,7 +315,17 @@ fn signal(pid: u32, signal: Signal) -> anyhow::Result<()> {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        let _ = self.resume();
         let _ = self.kill9();
+        // MQ_TEST_LOG_DIR keeps every node's log for a look after the test.
+        if let Some(dir) = std::env::var_os("MQ_TEST_LOG_DIR") {
+            let dir = PathBuf::from(dir);
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::copy(
+                &self.log_path,
+                dir.join(format!("{}-{}.log", self.name, self.port)),
+            );
+        }
         if std::thread::panicking() {
             eprintln!(
                 "---- log of node {} ----\n{}\n---- end of log ----",

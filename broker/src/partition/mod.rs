@@ -70,6 +70,9 @@ pub struct ReplicaStatus {
     pub last_log_index: u64,
     /// On the leader: each follower's last replicated log index.
     pub followers: Vec<(u64, Option<u64>)>,
+    /// Voters and learners of the effective membership.
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
 }
 
 /// Shared by every partition of a broker.
@@ -346,6 +349,7 @@ impl Partition {
                     .collect()
             })
             .unwrap_or_default();
+        let membership = metrics.membership_config.membership();
         ReplicaStatus {
             node_id: self.spec.node_id,
             leader_node_id: metrics.current_leader,
@@ -354,6 +358,84 @@ impl Partition {
             log_start_offset: progress.log_start_offset,
             last_log_index: metrics.last_log_index.unwrap_or(0),
             followers,
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+        }
+    }
+
+    /// On the leader: asks `to` (a voter) to take over leadership. Returns at once.
+    pub async fn transfer_leadership(&self, to: u64) -> Result<(), BrokerError> {
+        if !self.is_leader() {
+            return Err(self.not_leader_error());
+        }
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|err| raft_error(self.spec.group, err))
+    }
+
+    /// The voter best placed to take over from this leader: the one with the most of the log
+    /// (ties: the lowest node id). `None` unless this replica leads and has another voter.
+    pub fn successor(&self) -> Option<u64> {
+        if !self.is_leader() {
+            return None;
+        }
+        let status = self.status();
+        status
+            .followers
+            .iter()
+            .filter(|(id, _)| status.voters.contains(id))
+            .max_by_key(|(id, matched)| (matched.unwrap_or(0), std::cmp::Reverse(*id)))
+            .map(|(id, _)| *id)
+    }
+
+    /// On the leader: makes `members` (node id -> broker address) the voters. New members
+    /// join as learners and are waited for until they caught up (at most `timeout`); then one
+    /// membership change sets the voters, removing those not listed.
+    pub async fn change_membership(
+        &self,
+        members: BTreeMap<u64, String>,
+        timeout: Duration,
+    ) -> Result<(), BrokerError> {
+        if members.is_empty() {
+            return Err(BrokerError::invalid(
+                "members",
+                "at least one member is required",
+            ));
+        }
+        let write_error =
+            |err: RaftError<PartitionTypes, ClientWriteError<PartitionTypes>>| match err {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+                    self.not_leader(forward.leader_id, forward.leader_node.map(|n| n.addr))
+                }
+                other => raft_error(self.spec.group, other),
+            };
+        let work = async {
+            let current = self.status();
+            for (node_id, address) in &members {
+                if !current.voters.contains(node_id) && !current.learners.contains(node_id) {
+                    tracing::info!(group = %self.spec.group, node_id, %address, "adding learner");
+                    self.raft
+                        .add_learner(*node_id, BasicNode::new(address), true)
+                        .await
+                        .map_err(write_error)?;
+                }
+            }
+            let voters: std::collections::BTreeSet<u64> = members.keys().copied().collect();
+            let now: std::collections::BTreeSet<u64> = self.status().voters.into_iter().collect();
+            if voters != now {
+                tracing::info!(group = %self.spec.group, ?voters, "changing voters");
+                self.raft
+                    .change_membership(voters, false)
+                    .await
+                    .map_err(write_error)?;
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(self.timeout(timeout)),
         }
     }
 

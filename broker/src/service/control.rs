@@ -102,6 +102,26 @@ impl Admin for ControlForwarder {
         .await
     }
 
+    async fn decommission_broker(
+        &self,
+        request: Request<pb::DecommissionBrokerRequest>,
+    ) -> Result<Response<pb::DecommissionBrokerResponse>, Status> {
+        self.forward(request, |channel, request| async move {
+            AdminClient::new(channel).decommission_broker(request).await
+        })
+        .await
+    }
+
+    async fn rebalance_cluster(
+        &self,
+        request: Request<pb::RebalanceClusterRequest>,
+    ) -> Result<Response<pb::RebalanceClusterResponse>, Status> {
+        self.forward(request, |channel, request| async move {
+            AdminClient::new(channel).rebalance_cluster(request).await
+        })
+        .await
+    }
+
     async fn get_cluster_status(
         &self,
         request: Request<pb::GetClusterStatusRequest>,

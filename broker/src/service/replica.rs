@@ -63,4 +63,45 @@ impl ReplicaManager for ReplicaService {
             .collect();
         Ok(Response::new(ipb::GetReplicaStatusResponse { replicas }))
     }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<ipb::TransferLeaderRequest>,
+    ) -> Result<Response<ipb::TransferLeaderResponse>, Status> {
+        let request = request.into_inner();
+        let partition = self.hosted(request.group_id)?;
+        partition.transfer_leadership(request.to_node_id).await?;
+        Ok(Response::new(ipb::TransferLeaderResponse {}))
+    }
+
+    async fn change_membership(
+        &self,
+        request: Request<ipb::ChangeMembershipRequest>,
+    ) -> Result<Response<ipb::ChangeMembershipResponse>, Status> {
+        let request = request.into_inner();
+        let partition = self.hosted(request.group_id)?;
+        let members = request
+            .members
+            .into_iter()
+            .map(|m| (m.node_id, m.address))
+            .collect();
+        partition
+            .change_membership(members, MEMBERSHIP_CHANGE_TIMEOUT)
+            .await?;
+        Ok(Response::new(ipb::ChangeMembershipResponse {}))
+    }
+}
+
+/// Longest wait for new members to catch up and the change to commit.
+const MEMBERSHIP_CHANGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl ReplicaService {
+    fn hosted(&self, group_id: u64) -> Result<Arc<crate::partition::Partition>, BrokerError> {
+        self.replicas.get(GroupId(group_id)).ok_or_else(|| {
+            BrokerError::invalid(
+                "group_id",
+                format!("no replica of group {group_id} is hosted here"),
+            )
+        })
+    }
 }

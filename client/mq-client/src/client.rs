@@ -19,8 +19,10 @@ use crate::error::ClientError;
 use crate::metadata::MetadataCache;
 use crate::subscription::Subscription;
 use crate::types::{
-    BrokerInfo, FetchBatch, FetchOptions, NewTopic, OffsetSpec, PartitionOffset, StartAt,
-    TopicDescription, TopicSummary, consumed_from_proto, description_from_proto,
+    BrokerInfo, BrokerStatus, ClusterStatus, FetchBatch, FetchOptions, NewTopic, OffsetSpec,
+    PartitionOffset, ReplicaMove, StartAt, TopicDescription, TopicSummary,
+    broker_status_from_proto, cluster_status_from_proto, consumed_from_proto,
+    description_from_proto,
 };
 
 /// Client settings.
@@ -752,5 +754,68 @@ impl Client {
         response.topic.map(description_from_proto).ok_or_else(|| {
             ApiError::new(ErrorCode::Internal, "empty describe topic response").into()
         })
+    }
+
+    /// Every registered broker with its state and load.
+    pub async fn list_brokers(&self) -> Result<Vec<BrokerStatus>, ClientError> {
+        let response = self
+            .control(|channel| async move {
+                AdminClient::new(channel)
+                    .list_brokers(pb::ListBrokersRequest {})
+                    .await
+            })
+            .await?
+            .into_inner();
+        Ok(response
+            .brokers
+            .into_iter()
+            .map(broker_status_from_proto)
+            .collect())
+    }
+
+    /// Cluster-manager members and leader, brokers, and partitions that need attention.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
+        let response = self
+            .control(|channel| async move {
+                AdminClient::new(channel)
+                    .get_cluster_status(pb::GetClusterStatusRequest {})
+                    .await
+            })
+            .await?
+            .into_inner();
+        Ok(cluster_status_from_proto(response))
+    }
+
+    /// Starts draining a broker: its replicas move to the other live brokers.
+    pub async fn decommission_broker(&self, broker_id: u32) -> Result<(), ClientError> {
+        self.control(|channel| async move {
+            AdminClient::new(channel)
+                .decommission_broker(pb::DecommissionBrokerRequest { broker_id })
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Evens out replicas over the live brokers; returns the moves decided.
+    pub async fn rebalance(&self) -> Result<Vec<ReplicaMove>, ClientError> {
+        let response = self
+            .control(|channel| async move {
+                AdminClient::new(channel)
+                    .rebalance_cluster(pb::RebalanceClusterRequest {})
+                    .await
+            })
+            .await?
+            .into_inner();
+        Ok(response
+            .moves
+            .into_iter()
+            .map(|m| ReplicaMove {
+                topic: m.topic,
+                partition: m.partition,
+                from_broker_id: m.from_broker_id,
+                to_broker_id: m.to_broker_id,
+            })
+            .collect())
     }
 }

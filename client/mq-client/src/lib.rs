@@ -40,6 +40,7 @@ pub use mq_common::error::ErrorCode;
 pub use mq_common::records::{Header, Record};
 pub use subscription::Subscription;
 pub use types::{
-    BrokerInfo, ConsumedRecord, FetchBatch, FetchOptions, NewTopic, OffsetSpec, PartitionInfo,
-    PartitionOffset, ReplicaInfo, StartAt, TopicDescription, TopicSummary,
+    BrokerInfo, BrokerStatus, ClusterStatus, ConsumedRecord, FetchBatch, FetchOptions,
+    ManagerMember, NewTopic, OffsetSpec, PartitionInfo, PartitionOffset, ReplicaInfo, ReplicaMove,
+    StartAt, TopicDescription, TopicSummary,
 };

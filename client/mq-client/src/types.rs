@@ -127,6 +127,93 @@ pub struct BrokerInfo {
     pub alive: bool,
 }
 
+/// A broker with its load, as the cluster manager sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokerStatus {
+    #[serde(flatten)]
+    pub broker: BrokerInfo,
+    /// Replicas assigned to it.
+    pub replicas: u32,
+    /// Partitions it leads.
+    pub leaders: u32,
+    pub last_heartbeat_ms_ago: Option<u64>,
+    /// Being decommissioned.
+    pub draining: bool,
+}
+
+/// A replica move decided by a rebalance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplicaMove {
+    pub topic: String,
+    pub partition: u32,
+    pub from_broker_id: u32,
+    pub to_broker_id: u32,
+}
+
+/// A member of the cluster manager's Raft group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManagerMember {
+    pub node_id: u64,
+    pub address: String,
+    pub voter: bool,
+}
+
+/// The cluster at a glance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterStatus {
+    pub managers: Vec<ManagerMember>,
+    pub manager_leader_id: Option<u64>,
+    pub brokers: Vec<BrokerStatus>,
+    pub topics: u32,
+    pub partitions: u32,
+    /// `(topic, partition)` with a replica out of sync.
+    pub under_replicated: Vec<(String, u32)>,
+    /// `(topic, partition)` without a leader.
+    pub offline: Vec<(String, u32)>,
+}
+
+pub(crate) fn broker_status_from_proto(status: pb::BrokerStatus) -> BrokerStatus {
+    let broker = status.broker.unwrap_or_default();
+    BrokerStatus {
+        broker: BrokerInfo {
+            broker_id: broker.broker_id,
+            address: broker.address,
+            rack: broker.rack,
+            alive: broker.alive,
+        },
+        replicas: status.replicas,
+        leaders: status.leaders,
+        last_heartbeat_ms_ago: status.last_heartbeat_ms_ago,
+        draining: status.draining,
+    }
+}
+
+pub(crate) fn cluster_status_from_proto(status: pb::GetClusterStatusResponse) -> ClusterStatus {
+    let refs =
+        |refs: Vec<pb::PartitionRef>| refs.into_iter().map(|r| (r.topic, r.partition)).collect();
+    ClusterStatus {
+        managers: status
+            .managers
+            .into_iter()
+            .map(|m| ManagerMember {
+                node_id: m.node_id,
+                address: m.address,
+                voter: m.voter,
+            })
+            .collect(),
+        manager_leader_id: status.manager_leader_id,
+        brokers: status
+            .brokers
+            .into_iter()
+            .map(broker_status_from_proto)
+            .collect(),
+        topics: status.topics,
+        partitions: status.partitions,
+        under_replicated: refs(status.under_replicated),
+        offline: refs(status.offline),
+    }
+}
+
 pub(crate) fn consumed_from_proto(record: pb::ConsumedRecord) -> ConsumedRecord {
     let (offset, record) = mq_common::records::proto::from_consumed(record);
     ConsumedRecord { offset, record }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
-use mq_client::{Client, ClientConfig, ConsumedRecord, NewTopic, Record, StartAt};
+use mq_client::{BrokerStatus, Client, ClientConfig, ConsumedRecord, NewTopic, Record, StartAt};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Admin and debugging CLI for the message broker")]
@@ -43,6 +43,28 @@ enum Command {
     Produce(ProduceArgs),
     /// Print messages of a topic, following new ones.
     Consume(ConsumeArgs),
+    /// The cluster as a whole.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Brokers.
+    #[command(subcommand)]
+    Broker(BrokerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Cluster-manager members and leader, brokers, under-replicated and offline partitions.
+    Status,
+    /// Move replicas so every live broker holds about as many (e.g. after adding brokers).
+    Rebalance,
+}
+
+#[derive(Debug, Subcommand)]
+enum BrokerCommand {
+    /// List brokers with their state and load.
+    List,
+    /// Drain a broker: its replicas move to other brokers; stop it once it holds none.
+    Decommission { id: u32 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +151,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Topic(command) => topic(&client, command, cli.output, &mut out).await?,
         Command::Produce(args) => return produce(&client, args, cli.output, &mut out).await,
         Command::Consume(args) => consume(&client, args, cli.output, &mut out).await?,
+        Command::Cluster(command) => cluster(&client, command, cli.output, &mut out).await?,
+        Command::Broker(command) => broker(&client, command, cli.output, &mut out).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -136,6 +160,120 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn print_json(out: &mut impl Write, value: &impl serde::Serialize) -> anyhow::Result<()> {
     serde_json::to_writer_pretty(&mut *out, value)?;
     writeln!(out)?;
+    Ok(())
+}
+
+fn write_brokers(out: &mut impl Write, brokers: &[BrokerStatus]) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "{:>6} {:<22} {:<8} {:>8} {:>7}  RACK",
+        "ID", "ADDRESS", "STATE", "REPLICAS", "LEADERS"
+    )?;
+    for b in brokers {
+        let state = match (b.broker.alive, b.draining) {
+            (true, false) => "alive",
+            (true, true) => "draining",
+            (false, _) => "dead",
+        };
+        writeln!(
+            out,
+            "{:>6} {:<22} {:<8} {:>8} {:>7}  {}",
+            b.broker.broker_id,
+            b.broker.address,
+            state,
+            b.replicas,
+            b.leaders,
+            b.broker.rack.as_deref().unwrap_or("-")
+        )?;
+    }
+    Ok(())
+}
+
+async fn cluster(
+    client: &Client,
+    command: ClusterCommand,
+    output: Output,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Status => {
+            let status = client.cluster_status().await?;
+            if output == Output::Json {
+                return print_json(out, &status);
+            }
+            writeln!(out, "CLUSTER MANAGER")?;
+            for m in &status.managers {
+                let role = if status.manager_leader_id == Some(m.node_id) {
+                    "leader"
+                } else if m.voter {
+                    "voter"
+                } else {
+                    "learner"
+                };
+                writeln!(out, "  {:>4} {:<22} {role}", m.node_id, m.address)?;
+            }
+            if status.manager_leader_id.is_none() {
+                writeln!(out, "  (no leader)")?;
+            }
+            writeln!(out, "\nBROKERS")?;
+            write_brokers(out, &status.brokers)?;
+            writeln!(
+                out,
+                "\nTOPICS {}  PARTITIONS {}  UNDER-REPLICATED {}  OFFLINE {}",
+                status.topics,
+                status.partitions,
+                status.under_replicated.len(),
+                status.offline.len()
+            )?;
+            for (topic, partition) in &status.under_replicated {
+                writeln!(out, "  under-replicated {topic}/{partition}")?;
+            }
+            for (topic, partition) in &status.offline {
+                writeln!(out, "  offline          {topic}/{partition}")?;
+            }
+        }
+        ClusterCommand::Rebalance => {
+            let moves = client.rebalance().await?;
+            match output {
+                Output::Json => print_json(out, &moves)?,
+                Output::Text if moves.is_empty() => writeln!(out, "already balanced")?,
+                Output::Text => {
+                    for m in &moves {
+                        writeln!(
+                            out,
+                            "moving {}/{} from broker {} to broker {}",
+                            m.topic, m.partition, m.from_broker_id, m.to_broker_id
+                        )?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn broker(
+    client: &Client,
+    command: BrokerCommand,
+    output: Output,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    match command {
+        BrokerCommand::List => {
+            let brokers = client.list_brokers().await?;
+            match output {
+                Output::Json => print_json(out, &brokers)?,
+                Output::Text => write_brokers(out, &brokers)?,
+            }
+        }
+        BrokerCommand::Decommission { id } => {
+            client.decommission_broker(id).await?;
+            writeln!(
+                out,
+                "draining broker {id}; `mqctl broker list` shows its replicas moving away"
+            )?;
+        }
+    }
     Ok(())
 }
 

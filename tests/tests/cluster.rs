@@ -1,0 +1,467 @@
+//! Guarantees of a cluster of real processes (3 cluster-manager voters, 3 brokers): partitions
+//! fail over when their leader is killed and keyed produce resumes by itself, with every
+//! acknowledged message stored exactly once in order; the control plane survives losing its
+//! leader while data keeps flowing; a rolling restart surfaces no error to producers; bad
+//! requests are refused with clear errors and change nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use mq_client::{Client, ErrorCode, NewTopic, Record};
+use mq_tests::cluster::{Cluster, ClusterSpec, fast_healing, replicas_identical};
+use mq_tests::wait_until;
+use mq_tests::workload::{Acked, produce_keyed, read_partition, verify_stored};
+use tokio::task::JoinHandle;
+
+const PARTITIONS: u32 = 6;
+
+/// What one producer task ends with: acknowledged messages with their ack time, and errors.
+type Outcome = (Vec<(Instant, Acked)>, Vec<String>);
+
+/// Producers writing keyed batches to every partition until stopped.
+struct Produce {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<Outcome>>,
+}
+
+impl Produce {
+    fn start(client: &Client, topic: &str, partitions: u32, batch: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seq = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..partitions)
+            .map(|partition| {
+                let (client, topic, stop, seq) =
+                    (client.clone(), topic.to_owned(), stop.clone(), seq.clone());
+                tokio::spawn(async move {
+                    let mut acked = Vec::new();
+                    let mut errors = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let first = seq.fetch_add(batch, Ordering::Relaxed);
+                        let records: Vec<Record> = (first..first + batch)
+                            .map(|i| {
+                                Record::keyed(format!("p{partition}-key{}", i % 7), format!("v{i}"))
+                                    .with_header("seq", i.to_string())
+                                    .with_timestamp(1_700_000_000_000 + i as i64)
+                            })
+                            .collect();
+                        match client.produce(&topic, partition, records.clone()).await {
+                            Ok(base) => {
+                                let now = Instant::now();
+                                for (k, record) in records.into_iter().enumerate() {
+                                    acked.push((
+                                        now,
+                                        Acked {
+                                            seq: first + k,
+                                            partition,
+                                            offset: base + k as u64,
+                                            record,
+                                        },
+                                    ));
+                                }
+                            }
+                            Err(err) => errors.push(format!("{partition}: {err}")),
+                        }
+                    }
+                    (acked, errors)
+                })
+            })
+            .collect();
+        Self { stop, tasks }
+    }
+
+    /// Stops and returns every acknowledged message (with its ack time) and every error.
+    async fn finish(self) -> anyhow::Result<Outcome> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut acked = Vec::new();
+        let mut errors = Vec::new();
+        for task in self.tasks {
+            let (a, e) = task.await?;
+            acked.extend(a);
+            errors.extend(e);
+        }
+        acked.sort_by_key(|(_, a)| a.seq);
+        Ok((acked, errors))
+    }
+}
+
+async fn create_topic(
+    cluster: &Cluster,
+    client: &Client,
+    topic: &str,
+    partitions: u32,
+) -> anyhow::Result<()> {
+    client
+        .create_topic(
+            topic,
+            NewTopic::default()
+                .partitions(partitions)
+                .replication_factor(3),
+        )
+        .await?;
+    cluster
+        .wait_fully_replicated(client, topic, Duration::from_secs(30))
+        .await?;
+    Ok(())
+}
+
+/// Reads every partition through the leaders and checks the acknowledged messages.
+async fn verify(
+    client: &Client,
+    topic: &str,
+    partitions: u32,
+    acked: &[Acked],
+) -> anyhow::Result<()> {
+    let mut stored = BTreeMap::new();
+    for partition in 0..partitions {
+        stored.insert(partition, read_partition(client, topic, partition).await?);
+    }
+    verify_stored(acked, &stored)
+}
+
+fn three_by_three() -> ClusterSpec {
+    ClusterSpec::new(3, 3)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_partition_leader_fails_over_and_keyed_produce_resumes_exactly_once()
+-> anyhow::Result<()> {
+    let mut cluster = Cluster::start(three_by_three()).await?;
+    let client = cluster.client();
+    create_topic(&cluster, &client, "orders", PARTITIONS).await?;
+
+    // Leaders follow the placement's preferred replicas: two partitions per broker.
+    wait_until("leaders spread evenly", Duration::from_secs(30), || async {
+        let brokers = client.list_brokers().await.ok()?;
+        brokers.iter().all(|b| b.leaders == 2).then_some(())
+    })
+    .await?;
+
+    let produce = Produce::start(&client, "orders", PARTITIONS, 20);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let victim = cluster
+        .leader_of(&client, "orders", 0, Duration::from_secs(10))
+        .await?;
+    let led: Vec<u32> = client
+        .describe_topic("orders")
+        .await?
+        .partitions
+        .iter()
+        .filter(|p| p.leader_id == Some(victim))
+        .map(|p| p.partition)
+        .collect();
+    let killed_at = Instant::now();
+    cluster.broker(victim).kill9()?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let (acked, errors) = produce.finish().await?;
+
+    anyhow::ensure!(errors.is_empty(), "produce errors: {errors:?}");
+    for partition in &led {
+        let first_after = acked
+            .iter()
+            .filter(|(at, a)| a.partition == *partition && *at > killed_at)
+            .map(|(at, _)| at.duration_since(killed_at))
+            .min();
+        let Some(first_after) = first_after else {
+            anyhow::bail!("produce to partition {partition} did not resume after its leader died");
+        };
+        eprintln!("partition {partition}: first ack {first_after:?} after its leader was killed");
+    }
+    let acked: Vec<Acked> = acked.into_iter().map(|(_, a)| a).collect();
+    anyhow::ensure!(acked.len() > 1000, "only {} messages acked", acked.len());
+    verify(&client, "orders", PARTITIONS, &acked).await?;
+
+    // The killed broker comes back and catches up.
+    Cluster::restart(cluster.broker(victim)).await?;
+    cluster
+        .wait_fully_replicated(&client, "orders", Duration::from_secs(30))
+        .await?;
+    verify(&client, "orders", PARTITIONS, &acked).await?;
+    cluster.assert_no_panic();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_manager_leader_loss_stops_neither_admin_nor_data() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(three_by_three()).await?;
+    let client = cluster.client();
+    create_topic(&cluster, &client, "prices", 2).await?;
+    let produce = Produce::start(&client, "prices", 2, 10);
+    let mut subscription = client
+        .subscribe("prices", 0, mq_client::StartAt::Earliest)
+        .await?;
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let leader = cluster.manager_leader(Duration::from_secs(10)).await?;
+    cluster.managers[leader].kill9()?;
+    let killed_at = Instant::now();
+    // Topic creation works again once another voter leads (retried by the client meanwhile).
+    client
+        .create_topic(
+            "stock",
+            NewTopic::default().partitions(1).replication_factor(3),
+        )
+        .await?;
+    let recovered = killed_at.elapsed();
+    eprintln!("topic create succeeded {recovered:?} after the cluster-manager leader was killed");
+    anyhow::ensure!(
+        recovered < Duration::from_secs(10),
+        "topic create took {recovered:?}"
+    );
+    let new_leader = cluster.manager_leader(Duration::from_secs(10)).await?;
+    anyhow::ensure!(new_leader != leader, "the dead voter still leads");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (acked, errors) = produce.finish().await?;
+    anyhow::ensure!(errors.is_empty(), "produce errors: {errors:?}");
+    let after: usize = acked.iter().filter(|(at, _)| *at > killed_at).count();
+    anyhow::ensure!(
+        after > 0,
+        "nothing was produced after the manager leader died"
+    );
+
+    // The subscriber saw every message of partition 0, in order.
+    let expected: Vec<&Acked> = acked
+        .iter()
+        .map(|(_, a)| a)
+        .filter(|a| a.partition == 0)
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for expected in expected {
+        let record = tokio::time::timeout_at(deadline, subscription.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("the subscriber stopped at offset {}", expected.offset))?
+            .ok_or_else(|| anyhow::anyhow!("the subscription ended"))??;
+        anyhow::ensure!(
+            record.offset == expected.offset,
+            "subscriber skipped to {}",
+            record.offset
+        );
+        anyhow::ensure!(
+            record.record == expected.record,
+            "subscriber got another record at {}",
+            record.offset
+        );
+    }
+    let acked: Vec<Acked> = acked.into_iter().map(|(_, a)| a).collect();
+    verify(&client, "prices", 2, &acked).await?;
+    cluster.assert_no_panic();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rolling_restart_surfaces_no_error_and_loses_nothing() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(three_by_three()).await?;
+    let client = cluster.client();
+    create_topic(&cluster, &client, "events", 3).await?;
+    let produce = Produce::start(&client, "events", 3, 10);
+    for id in 1..=3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let status = cluster.broker(id).terminate().await?;
+        anyhow::ensure!(status.success(), "broker {id} exited with {status}");
+        Cluster::restart(cluster.broker(id)).await?;
+        cluster
+            .wait_fully_replicated(&client, "events", Duration::from_secs(30))
+            .await?;
+    }
+    let (acked, errors) = produce.finish().await?;
+    anyhow::ensure!(
+        errors.is_empty(),
+        "errors surfaced to the producer: {errors:?}"
+    );
+    let acked: Vec<Acked> = acked.into_iter().map(|(_, a)| a).collect();
+    verify(&client, "events", 3, &acked).await?;
+    cluster.assert_no_panic();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_cluster_requests_are_refused_and_change_nothing() -> anyhow::Result<()> {
+    let cluster = Cluster::start(three_by_three()).await?;
+    let client = cluster.client();
+
+    client
+        .create_topic(
+            "three",
+            NewTopic::default().partitions(2).replication_factor(3),
+        )
+        .await?;
+    let err = client.decommission_broker(9).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::BrokerNotFound, "{err}");
+    assert!(err.to_string().contains("broker_id"), "{err}");
+    // Three brokers, replication factor 3: nowhere to move broker 3's replicas.
+    let err = client.decommission_broker(3).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotEnoughBrokers, "{err}");
+    assert!(client.list_brokers().await?.iter().all(|b| !b.draining));
+
+    let err = client
+        .create_topic("too-many", NewTopic::default().replication_factor(4))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotEnoughBrokers, "{err}");
+    assert!(err.to_string().contains("replication_factor"), "{err}");
+    assert_eq!(client.list_topics().await?.len(), 1);
+
+    // A second broker claiming id 1 from another address is refused while broker 1 lives.
+    let before = client.list_brokers().await?;
+    let managers = cluster
+        .managers
+        .iter()
+        .map(mq_tests::Node::address)
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut impostor = mq_tests::Node::new(
+        "impostor",
+        "mq-broker",
+        mq_tests::reserve_port(),
+        vec![
+            "--broker-id".into(),
+            "1".into(),
+            "--cluster-manager".into(),
+            managers,
+        ],
+    )?;
+    impostor.spawn()?;
+    wait_until(
+        "the impostor to be refused",
+        Duration::from_secs(20),
+        || async { impostor.log().contains("is registered at").then_some(()) },
+    )
+    .await?;
+    assert_eq!(client.list_brokers().await?.len(), before.len());
+    assert_eq!(
+        client.list_brokers().await?[0].broker.address,
+        cluster.brokers[0].address()
+    );
+    impostor.kill9()?;
+    cluster.assert_no_panic();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_broker_is_replaced_and_every_replica_converges() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(fast_healing(ClusterSpec::new(3, 4))).await?;
+    let client = cluster.client();
+    create_topic(&cluster, &client, "ledger", 4).await?;
+    let mut acked = produce_keyed(&client, "ledger", 0..3_000, 40, 50).await?;
+
+    // Broker 1 holds replicas of 3 of the 4 partitions; it dies for good.
+    cluster.broker(1).kill9()?;
+    let healed = wait_until(
+        "every partition back to 3 replicas off broker 1",
+        Duration::from_secs(60),
+        || async {
+            let topic = client.describe_topic("ledger").await.ok()?;
+            topic
+                .partitions
+                .iter()
+                .all(|p| {
+                    p.leader_id.is_some()
+                        && p.replicas.len() == 3
+                        && p.replicas.iter().all(|r| r.broker_id != 1 && r.in_sync)
+                })
+                .then_some(topic)
+        },
+    )
+    .await?;
+    eprintln!("healed: {healed:?}");
+
+    acked.extend(produce_keyed(&client, "ledger", 3_000..4_000, 40, 50).await?);
+    verify(&client, "ledger", 4, &acked).await?;
+    let counts = replicas_identical(&cluster, &client, "ledger", Duration::from_secs(30)).await?;
+    assert_eq!(counts.iter().sum::<usize>(), acked.len());
+
+    // Back after being replaced: it drops its stale replicas and takes no part.
+    Cluster::restart(cluster.broker(1)).await?;
+    wait_until(
+        "broker 1 to drop its stale replicas",
+        Duration::from_secs(30),
+        || async {
+            (cluster.brokers[0].log().matches("replica removed").count() >= 3).then_some(())
+        },
+    )
+    .await?;
+    verify(&client, "ledger", 4, &acked).await?;
+    cluster.assert_no_panic();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn decommissioned_broker_ends_empty_under_load_and_nothing_is_lost() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(fast_healing(ClusterSpec::new(3, 4))).await?;
+    let client = cluster.client();
+    create_topic(&cluster, &client, "moves", 4).await?;
+    let produce = Produce::start(&client, "moves", 4, 10);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    client.decommission_broker(2).await?;
+    wait_until("broker 2 drained", Duration::from_secs(60), || async {
+        let brokers = client.list_brokers().await.ok()?;
+        let drained = brokers
+            .iter()
+            .find(|b| b.broker.broker_id == 2)
+            .is_some_and(|b| b.draining && b.replicas == 0 && b.leaders == 0);
+        let topic = client.describe_topic("moves").await.ok()?;
+        let settled = topic.partitions.iter().all(|p| {
+            p.leader_id.is_some_and(|l| l != 2)
+                && p.replicas.len() == 3
+                && p.replicas.iter().all(|r| r.broker_id != 2 && r.in_sync)
+        });
+        (drained && settled).then_some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (acked, errors) = produce.finish().await?;
+    anyhow::ensure!(errors.is_empty(), "produce errors: {errors:?}");
+    let acked: Vec<Acked> = acked.into_iter().map(|(_, a)| a).collect();
+    verify(&client, "moves", 4, &acked).await?;
+
+    // Stopping it now leaves nothing under-replicated.
+    cluster.broker(2).terminate().await?;
+    let status = client.cluster_status().await?;
+    assert!(status.under_replicated.is_empty(), "{status:?}");
+    assert!(status.offline.is_empty(), "{status:?}");
+    replicas_identical(&cluster, &client, "moves", Duration::from_secs(30)).await?;
+    cluster.assert_no_panic();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebalance_moves_replicas_and_leaders_onto_an_added_broker() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(fast_healing(ClusterSpec::new(3, 3))).await?;
+    let client = cluster.client();
+    create_topic(&cluster, &client, "spread", 6).await?;
+    let acked = produce_keyed(&client, "spread", 0..2_000, 30, 50).await?;
+
+    let added = cluster.add_broker().await?;
+    let moves = client.rebalance().await?;
+    // 18 replicas over 4 brokers: the new one gets 4 or 5.
+    anyhow::ensure!((4..=5).contains(&moves.len()), "moves: {moves:?}");
+    assert!(moves.iter().all(|m| m.to_broker_id == added), "{moves:?}");
+    wait_until(
+        "the added broker to hold and lead its share",
+        Duration::from_secs(60),
+        || async {
+            let brokers = client.list_brokers().await.ok()?;
+            let counts: Vec<u32> = brokers.iter().map(|b| b.replicas).collect();
+            let even = counts.iter().max()? - counts.iter().min()? <= 1;
+            let leads = brokers.iter().all(|b| b.leaders >= 1);
+            let topic = client.describe_topic("spread").await.ok()?;
+            let in_sync = topic
+                .partitions
+                .iter()
+                .all(|p| p.leader_id.is_some() && p.replicas.iter().all(|r| r.in_sync));
+            (even && leads && in_sync).then_some(())
+        },
+    )
+    .await?;
+    assert!(
+        client.rebalance().await?.is_empty(),
+        "a second rebalance moves nothing"
+    );
+    verify(&client, "spread", 6, &acked).await?;
+    replicas_identical(&cluster, &client, "spread", Duration::from_secs(30)).await?;
+    cluster.assert_no_panic();
+    Ok(())
+}
