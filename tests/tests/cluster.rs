@@ -173,11 +173,16 @@ async fn killed_partition_leader_fails_over_and_keyed_produce_resumes_exactly_on
     anyhow::ensure!(acked.len() > 1000, "only {} messages acked", acked.len());
     verify(&client, "orders", PARTITIONS, &acked).await?;
 
-    // The killed broker comes back and catches up.
+    // The killed broker comes back, catches up, and leads its preferred partitions again.
     Cluster::restart(cluster.broker(victim)).await?;
     cluster
         .wait_fully_replicated(&client, "orders", Duration::from_secs(30))
         .await?;
+    wait_until("leaders spread back", Duration::from_secs(30), || async {
+        let brokers = client.list_brokers().await.ok()?;
+        brokers.iter().all(|b| b.leaders == 2).then_some(())
+    })
+    .await?;
     verify(&client, "orders", PARTITIONS, &acked).await?;
     cluster.assert_no_panic();
     Ok(())
@@ -462,6 +467,85 @@ async fn rebalance_moves_replicas_and_leaders_onto_an_added_broker() -> anyhow::
     );
     verify(&client, "spread", 6, &acked).await?;
     replicas_identical(&cluster, &client, "spread", Duration::from_secs(30)).await?;
+    cluster.assert_no_panic();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn follower_down_during_thousands_of_writes_catches_up_to_an_identical_log()
+-> anyhow::Result<()> {
+    let mut cluster = Cluster::start(three_by_three()).await?;
+    let client = cluster.client();
+    create_topic(&cluster, &client, "catchup", 2).await?;
+    wait_until("leaders spread", Duration::from_secs(30), || async {
+        let topic = client.describe_topic("catchup").await.ok()?;
+        let leaders: Vec<u32> = topic
+            .partitions
+            .iter()
+            .filter_map(|p| p.leader_id)
+            .collect();
+        (leaders.len() == 2 && !leaders.contains(&3)).then_some(())
+    })
+    .await?;
+    // Broker 3 leads nothing here: it is a follower of both partitions while it is down.
+    cluster.broker(3).kill9()?;
+    let acked = produce_keyed(&client, "catchup", 0..20_000, 100, 10).await?;
+    Cluster::restart(cluster.broker(3)).await?;
+    let counts = replicas_identical(&cluster, &client, "catchup", Duration::from_secs(60)).await?;
+    assert_eq!(counts.iter().sum::<usize>(), acked.len());
+    verify(&client, "catchup", 2, &acked).await?;
+    cluster.assert_no_panic();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqctl_shows_the_cluster_and_drains_brokers() -> anyhow::Result<()> {
+    let cluster = Cluster::start(fast_healing(ClusterSpec::new(3, 4))).await?;
+    let client = cluster.client();
+    create_topic(&cluster, &client, "shown", 2).await?;
+    let server = cluster.brokers[1].address();
+    let mqctl = |args: &[&str]| {
+        let output = std::process::Command::new(mq_tests::binary("mqctl"))
+            .arg("--server")
+            .arg(&server)
+            .args(args)
+            .output()
+            .expect("run mqctl");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, status, _) = mqctl(&["cluster", "status"]);
+    assert!(ok, "{status}");
+    assert!(
+        status.contains("CLUSTER MANAGER") && status.contains("leader"),
+        "{status}"
+    );
+    assert!(status.contains("UNDER-REPLICATED 0  OFFLINE 0"), "{status}");
+    let (ok, json, _) = mqctl(&["broker", "list", "--output", "json"]);
+    assert!(ok, "{json}");
+    let brokers: serde_json::Value = serde_json::from_str(&json)?;
+    assert_eq!(brokers.as_array().map(Vec::len), Some(4), "{json}");
+    assert!(brokers[0]["alive"].as_bool().unwrap_or(false), "{json}");
+    let (ok, describe, _) = mqctl(&["topic", "describe", "shown"]);
+    assert!(ok && describe.contains(":yes:"), "{describe}");
+
+    let (ok, out, _) = mqctl(&["broker", "decommission", "4"]);
+    assert!(ok, "{out}");
+    let (ok, _, err) = mqctl(&["broker", "decommission", "42"]);
+    assert!(!ok && err.contains("no broker 42"), "{err}");
+    wait_until("broker 4 drained", Duration::from_secs(60), || async {
+        let brokers = client.list_brokers().await.ok()?;
+        brokers
+            .iter()
+            .any(|b| b.broker.broker_id == 4 && b.draining && b.replicas == 0)
+            .then_some(())
+    })
+    .await?;
+    let (ok, list, _) = mqctl(&["broker", "list"]);
+    assert!(ok && list.contains("draining"), "{list}");
     cluster.assert_no_panic();
     Ok(())
 }
