@@ -60,6 +60,8 @@ pub struct ClusterConfig {
     /// replicas before it stops.
     #[serde(with = "humantime_serde")]
     pub leadership_handoff_timeout: Duration,
+    /// Detection of dead partition leaders (fast failover).
+    pub peer_watch: crate::peer_watch::PeerWatchConfig,
 }
 
 impl Default for ClusterConfig {
@@ -68,6 +70,7 @@ impl Default for ClusterConfig {
             manager_addresses: Vec::new(),
             heartbeat_interval: Duration::from_secs(1),
             leadership_handoff_timeout: Duration::from_secs(10),
+            peer_watch: crate::peer_watch::PeerWatchConfig::default(),
         }
     }
 }

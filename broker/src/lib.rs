@@ -8,6 +8,7 @@
 //! - [`replicas`]: the replicas hosted here, created and removed on the cluster manager's word.
 //! - [`batch`]: the stored batch format (header, CRC-32C, canonical records).
 //! - [`cluster_link`]: registration and heartbeats to the cluster manager.
+//! - [`peer_watch`]: fast failover: probes leaders' brokers, elects successors when one dies.
 //! - [`config`], [`error`], [`convert`].
 //!
 //! The broker never writes cluster metadata: it only reports to the cluster manager and asks
@@ -21,6 +22,7 @@ pub mod convert;
 pub mod error;
 pub mod node;
 pub mod partition;
+pub mod peer_watch;
 pub mod replicas;
 pub mod service;
 

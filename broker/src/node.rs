@@ -166,6 +166,12 @@ pub async fn run(
         registered,
         shutdown.clone(),
     ));
+    let peer_watch = tokio::spawn(crate::peer_watch::run(
+        config.cluster.peer_watch.clone(),
+        replicas.clone(),
+        peers.clone(),
+        shutdown.clone(),
+    ));
     let mut became_ready = ready.clone();
     let serving = health.clone();
     tokio::spawn(async move {
@@ -188,6 +194,7 @@ pub async fn run(
         stop_serving.cancel();
         let served = server::drain(server, grace).await;
         let _ = membership.await;
+        let _ = peer_watch.await;
         replicas.shutdown().await;
         if let Some(cluster_manager) = cluster_manager {
             cluster_manager.shutdown().await;

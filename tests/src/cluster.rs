@@ -151,6 +151,32 @@ impl Cluster {
             .join(",")
     }
 
+    /// Starts a cluster and runs `test` on it. When the test fails, every node's log is
+    /// printed; when it passes, it still fails if a node panicked.
+    pub async fn run(
+        spec: ClusterSpec,
+        test: impl AsyncFnOnce(&mut Cluster) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut cluster = Self::start(spec).await?;
+        let outcome = test(&mut cluster).await;
+        match &outcome {
+            Err(_) => cluster.print_logs(),
+            Ok(()) => cluster.assert_no_panic(),
+        }
+        outcome
+    }
+
+    /// Prints every node's log to stderr.
+    pub fn print_logs(&self) {
+        for node in self.managers.iter().chain(&self.brokers) {
+            eprintln!(
+                "---- log of node {} ----\n{}\n---- end of log ----",
+                node.name(),
+                node.log()
+            );
+        }
+    }
+
     /// Broker addresses, for clients.
     pub fn broker_addresses(&self) -> Vec<String> {
         self.brokers.iter().map(Node::address).collect()

@@ -39,6 +39,32 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// User+system CPU seconds of a process so far.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .context("malformed /proc stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    let per_second =
+        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.context("CLK_TCK")? as f64;
+    Ok(ticks / per_second)
+}
+
+/// Resident memory of a process, bytes.
+pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc status")?;
+    Ok(kib * 1024)
+}
+
 /// A free port on 127.0.0.1 (bound once, then released for the node to take).
 pub fn reserve_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -128,424 +128,443 @@ fn three_by_three() -> ClusterSpec {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_partition_leader_fails_over_and_keyed_produce_resumes_exactly_once()
 -> anyhow::Result<()> {
-    let mut cluster = Cluster::start(three_by_three()).await?;
-    let client = cluster.client();
-    create_topic(&cluster, &client, "orders", PARTITIONS).await?;
+    Cluster::run(three_by_three(), async |cluster| {
+        let client = cluster.client();
+        create_topic(cluster, &client, "orders", PARTITIONS).await?;
 
-    // Leaders follow the placement's preferred replicas: two partitions per broker.
-    wait_until("leaders spread evenly", Duration::from_secs(30), || async {
-        let brokers = client.list_brokers().await.ok()?;
-        brokers.iter().all(|b| b.leaders == 2).then_some(())
-    })
-    .await?;
-
-    let produce = Produce::start(&client, "orders", PARTITIONS, 20);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let victim = cluster
-        .leader_of(&client, "orders", 0, Duration::from_secs(10))
+        // Leaders follow the placement's preferred replicas: two partitions per broker.
+        wait_until("leaders spread evenly", Duration::from_secs(30), || async {
+            let brokers = client.list_brokers().await.ok()?;
+            brokers.iter().all(|b| b.leaders == 2).then_some(())
+        })
         .await?;
-    let led: Vec<u32> = client
-        .describe_topic("orders")
-        .await?
-        .partitions
-        .iter()
-        .filter(|p| p.leader_id == Some(victim))
-        .map(|p| p.partition)
-        .collect();
-    let killed_at = Instant::now();
-    cluster.broker(victim).kill9()?;
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let (acked, errors) = produce.finish().await?;
 
-    anyhow::ensure!(errors.is_empty(), "produce errors: {errors:?}");
-    for partition in &led {
-        let first_after = acked
+        let produce = Produce::start(&client, "orders", PARTITIONS, 20);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let victim = cluster
+            .leader_of(&client, "orders", 0, Duration::from_secs(10))
+            .await?;
+        let led: Vec<u32> = client
+            .describe_topic("orders")
+            .await?
+            .partitions
             .iter()
-            .filter(|(at, a)| a.partition == *partition && *at > killed_at)
-            .map(|(at, _)| at.duration_since(killed_at))
-            .min();
-        let Some(first_after) = first_after else {
-            anyhow::bail!("produce to partition {partition} did not resume after its leader died");
-        };
-        eprintln!("partition {partition}: first ack {first_after:?} after its leader was killed");
-    }
-    let acked: Vec<Acked> = acked.into_iter().map(|(_, a)| a).collect();
-    anyhow::ensure!(acked.len() > 1000, "only {} messages acked", acked.len());
-    verify(&client, "orders", PARTITIONS, &acked).await?;
+            .filter(|p| p.leader_id == Some(victim))
+            .map(|p| p.partition)
+            .collect();
+        let killed_at = Instant::now();
+        cluster.broker(victim).kill9()?;
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let (acked, errors) = produce.finish().await?;
 
-    // The killed broker comes back, catches up, and leads its preferred partitions again.
-    Cluster::restart(cluster.broker(victim)).await?;
-    cluster
-        .wait_fully_replicated(&client, "orders", Duration::from_secs(30))
+        anyhow::ensure!(errors.is_empty(), "produce errors: {errors:?}");
+        for partition in &led {
+            let first_after = acked
+                .iter()
+                .filter(|(at, a)| a.partition == *partition && *at > killed_at)
+                .map(|(at, _)| at.duration_since(killed_at))
+                .min();
+            let Some(first_after) = first_after else {
+                anyhow::bail!(
+                    "produce to partition {partition} did not resume after its leader died"
+                );
+            };
+            eprintln!(
+                "partition {partition}: first ack {first_after:?} after its leader was killed"
+            );
+        }
+        let acked: Vec<Acked> = acked.into_iter().map(|(_, a)| a).collect();
+        anyhow::ensure!(acked.len() > 1000, "only {} messages acked", acked.len());
+        verify(&client, "orders", PARTITIONS, &acked).await?;
+
+        // The killed broker comes back, catches up, and leads its preferred partitions again.
+        Cluster::restart(cluster.broker(victim)).await?;
+        cluster
+            .wait_fully_replicated(&client, "orders", Duration::from_secs(30))
+            .await?;
+        wait_until("leaders spread back", Duration::from_secs(30), || async {
+            let brokers = client.list_brokers().await.ok()?;
+            brokers.iter().all(|b| b.leaders == 2).then_some(())
+        })
         .await?;
-    wait_until("leaders spread back", Duration::from_secs(30), || async {
-        let brokers = client.list_brokers().await.ok()?;
-        brokers.iter().all(|b| b.leaders == 2).then_some(())
+        verify(&client, "orders", PARTITIONS, &acked).await?;
+        Ok(())
     })
-    .await?;
-    verify(&client, "orders", PARTITIONS, &acked).await?;
-    cluster.assert_no_panic();
-    Ok(())
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_manager_leader_loss_stops_neither_admin_nor_data() -> anyhow::Result<()> {
-    let mut cluster = Cluster::start(three_by_three()).await?;
-    let client = cluster.client();
-    create_topic(&cluster, &client, "prices", 2).await?;
-    let produce = Produce::start(&client, "prices", 2, 10);
-    let mut subscription = client
-        .subscribe("prices", 0, mq_client::StartAt::Earliest)
-        .await?;
+    Cluster::run(three_by_three(), async |cluster| {
+        let client = cluster.client();
+        create_topic(cluster, &client, "prices", 2).await?;
+        let produce = Produce::start(&client, "prices", 2, 10);
+        let mut subscription = client
+            .subscribe("prices", 0, mq_client::StartAt::Earliest)
+            .await?;
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let leader = cluster.manager_leader(Duration::from_secs(10)).await?;
-    cluster.managers[leader].kill9()?;
-    let killed_at = Instant::now();
-    // Topic creation works again once another voter leads (retried by the client meanwhile).
-    client
-        .create_topic(
-            "stock",
-            NewTopic::default().partitions(1).replication_factor(3),
-        )
-        .await?;
-    let recovered = killed_at.elapsed();
-    eprintln!("topic create succeeded {recovered:?} after the cluster-manager leader was killed");
-    anyhow::ensure!(
-        recovered < Duration::from_secs(10),
-        "topic create took {recovered:?}"
-    );
-    let new_leader = cluster.manager_leader(Duration::from_secs(10)).await?;
-    anyhow::ensure!(new_leader != leader, "the dead voter still leads");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (acked, errors) = produce.finish().await?;
-    anyhow::ensure!(errors.is_empty(), "produce errors: {errors:?}");
-    let after: usize = acked.iter().filter(|(at, _)| *at > killed_at).count();
-    anyhow::ensure!(
-        after > 0,
-        "nothing was produced after the manager leader died"
-    );
-
-    // The subscriber saw every message of partition 0, in order.
-    let expected: Vec<&Acked> = acked
-        .iter()
-        .map(|(_, a)| a)
-        .filter(|a| a.partition == 0)
-        .collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    for expected in expected {
-        let record = tokio::time::timeout_at(deadline, subscription.next())
-            .await
-            .map_err(|_| anyhow::anyhow!("the subscriber stopped at offset {}", expected.offset))?
-            .ok_or_else(|| anyhow::anyhow!("the subscription ended"))??;
-        anyhow::ensure!(
-            record.offset == expected.offset,
-            "subscriber skipped to {}",
-            record.offset
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let leader = cluster.manager_leader(Duration::from_secs(10)).await?;
+        cluster.managers[leader].kill9()?;
+        let killed_at = Instant::now();
+        // Topic creation works again once another voter leads (retried by the client meanwhile).
+        client
+            .create_topic(
+                "stock",
+                NewTopic::default().partitions(1).replication_factor(3),
+            )
+            .await?;
+        let recovered = killed_at.elapsed();
+        eprintln!(
+            "topic create succeeded {recovered:?} after the cluster-manager leader was killed"
         );
         anyhow::ensure!(
-            record.record == expected.record,
-            "subscriber got another record at {}",
-            record.offset
+            recovered < Duration::from_secs(10),
+            "topic create took {recovered:?}"
         );
-    }
-    let acked: Vec<Acked> = acked.into_iter().map(|(_, a)| a).collect();
-    verify(&client, "prices", 2, &acked).await?;
-    cluster.assert_no_panic();
-    Ok(())
+        let new_leader = cluster.manager_leader(Duration::from_secs(10)).await?;
+        anyhow::ensure!(new_leader != leader, "the dead voter still leads");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (acked, errors) = produce.finish().await?;
+        anyhow::ensure!(errors.is_empty(), "produce errors: {errors:?}");
+        let after: usize = acked.iter().filter(|(at, _)| *at > killed_at).count();
+        anyhow::ensure!(
+            after > 0,
+            "nothing was produced after the manager leader died"
+        );
+
+        // The subscriber saw every message of partition 0, in order.
+        let expected: Vec<&Acked> = acked
+            .iter()
+            .map(|(_, a)| a)
+            .filter(|a| a.partition == 0)
+            .collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        for expected in expected {
+            let record = tokio::time::timeout_at(deadline, subscription.next())
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("the subscriber stopped at offset {}", expected.offset)
+                })?
+                .ok_or_else(|| anyhow::anyhow!("the subscription ended"))??;
+            anyhow::ensure!(
+                record.offset == expected.offset,
+                "subscriber skipped to {}",
+                record.offset
+            );
+            anyhow::ensure!(
+                record.record == expected.record,
+                "subscriber got another record at {}",
+                record.offset
+            );
+        }
+        let acked: Vec<Acked> = acked.into_iter().map(|(_, a)| a).collect();
+        verify(&client, "prices", 2, &acked).await?;
+        Ok(())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rolling_restart_surfaces_no_error_and_loses_nothing() -> anyhow::Result<()> {
-    let mut cluster = Cluster::start(three_by_three()).await?;
-    let client = cluster.client();
-    create_topic(&cluster, &client, "events", 3).await?;
-    let produce = Produce::start(&client, "events", 3, 10);
-    for id in 1..=3 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let status = cluster.broker(id).terminate().await?;
-        anyhow::ensure!(status.success(), "broker {id} exited with {status}");
-        Cluster::restart(cluster.broker(id)).await?;
-        cluster
-            .wait_fully_replicated(&client, "events", Duration::from_secs(30))
-            .await?;
-    }
-    let (acked, errors) = produce.finish().await?;
-    anyhow::ensure!(
-        errors.is_empty(),
-        "errors surfaced to the producer: {errors:?}"
-    );
-    let acked: Vec<Acked> = acked.into_iter().map(|(_, a)| a).collect();
-    verify(&client, "events", 3, &acked).await?;
-    cluster.assert_no_panic();
-    Ok(())
+    Cluster::run(three_by_three(), async |cluster| {
+        let client = cluster.client();
+        create_topic(cluster, &client, "events", 3).await?;
+        let produce = Produce::start(&client, "events", 3, 10);
+        for id in 1..=3 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let status = cluster.broker(id).terminate().await?;
+            anyhow::ensure!(status.success(), "broker {id} exited with {status}");
+            Cluster::restart(cluster.broker(id)).await?;
+            cluster
+                .wait_fully_replicated(&client, "events", Duration::from_secs(30))
+                .await?;
+        }
+        let (acked, errors) = produce.finish().await?;
+        anyhow::ensure!(
+            errors.is_empty(),
+            "errors surfaced to the producer: {errors:?}"
+        );
+        let acked: Vec<Acked> = acked.into_iter().map(|(_, a)| a).collect();
+        verify(&client, "events", 3, &acked).await?;
+        Ok(())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_cluster_requests_are_refused_and_change_nothing() -> anyhow::Result<()> {
-    let cluster = Cluster::start(three_by_three()).await?;
-    let client = cluster.client();
+    Cluster::run(three_by_three(), async |cluster| {
+        let client = cluster.client();
 
-    client
-        .create_topic(
-            "three",
-            NewTopic::default().partitions(2).replication_factor(3),
+        client
+            .create_topic(
+                "three",
+                NewTopic::default().partitions(2).replication_factor(3),
+            )
+            .await?;
+        let err = client.decommission_broker(9).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::BrokerNotFound, "{err}");
+        assert!(err.to_string().contains("broker_id"), "{err}");
+        // Three brokers, replication factor 3: nowhere to move broker 3's replicas.
+        let err = client.decommission_broker(3).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::NotEnoughBrokers, "{err}");
+        assert!(client.list_brokers().await?.iter().all(|b| !b.draining));
+
+        let err = client
+            .create_topic("too-many", NewTopic::default().replication_factor(4))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::NotEnoughBrokers, "{err}");
+        assert!(err.to_string().contains("replication_factor"), "{err}");
+        assert_eq!(client.list_topics().await?.len(), 1);
+
+        // A second broker claiming id 1 from another address is refused while broker 1 lives.
+        let before = client.list_brokers().await?;
+        let managers = cluster
+            .managers
+            .iter()
+            .map(mq_tests::Node::address)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut impostor = mq_tests::Node::new(
+            "impostor",
+            "mq-broker",
+            mq_tests::reserve_port(),
+            vec![
+                "--broker-id".into(),
+                "1".into(),
+                "--cluster-manager".into(),
+                managers,
+            ],
+        )?;
+        impostor.spawn()?;
+        wait_until(
+            "the impostor to be refused",
+            Duration::from_secs(20),
+            || async { impostor.log().contains("is registered at").then_some(()) },
         )
         .await?;
-    let err = client.decommission_broker(9).await.unwrap_err();
-    assert_eq!(err.code(), ErrorCode::BrokerNotFound, "{err}");
-    assert!(err.to_string().contains("broker_id"), "{err}");
-    // Three brokers, replication factor 3: nowhere to move broker 3's replicas.
-    let err = client.decommission_broker(3).await.unwrap_err();
-    assert_eq!(err.code(), ErrorCode::NotEnoughBrokers, "{err}");
-    assert!(client.list_brokers().await?.iter().all(|b| !b.draining));
-
-    let err = client
-        .create_topic("too-many", NewTopic::default().replication_factor(4))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::NotEnoughBrokers, "{err}");
-    assert!(err.to_string().contains("replication_factor"), "{err}");
-    assert_eq!(client.list_topics().await?.len(), 1);
-
-    // A second broker claiming id 1 from another address is refused while broker 1 lives.
-    let before = client.list_brokers().await?;
-    let managers = cluster
-        .managers
-        .iter()
-        .map(mq_tests::Node::address)
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut impostor = mq_tests::Node::new(
-        "impostor",
-        "mq-broker",
-        mq_tests::reserve_port(),
-        vec![
-            "--broker-id".into(),
-            "1".into(),
-            "--cluster-manager".into(),
-            managers,
-        ],
-    )?;
-    impostor.spawn()?;
-    wait_until(
-        "the impostor to be refused",
-        Duration::from_secs(20),
-        || async { impostor.log().contains("is registered at").then_some(()) },
-    )
-    .await?;
-    assert_eq!(client.list_brokers().await?.len(), before.len());
-    assert_eq!(
-        client.list_brokers().await?[0].broker.address,
-        cluster.brokers[0].address()
-    );
-    impostor.kill9()?;
-    cluster.assert_no_panic();
-    Ok(())
+        assert_eq!(client.list_brokers().await?.len(), before.len());
+        assert_eq!(
+            client.list_brokers().await?[0].broker.address,
+            cluster.brokers[0].address()
+        );
+        impostor.kill9()?;
+        Ok(())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dead_broker_is_replaced_and_every_replica_converges() -> anyhow::Result<()> {
-    let mut cluster = Cluster::start(fast_healing(ClusterSpec::new(3, 4))).await?;
-    let client = cluster.client();
-    create_topic(&cluster, &client, "ledger", 4).await?;
-    let mut acked = produce_keyed(&client, "ledger", 0..3_000, 40, 50).await?;
+    Cluster::run(fast_healing(ClusterSpec::new(3, 4)), async |cluster| {
+        let client = cluster.client();
+        create_topic(cluster, &client, "ledger", 4).await?;
+        let mut acked = produce_keyed(&client, "ledger", 0..3_000, 40, 50).await?;
 
-    // Broker 1 holds replicas of 3 of the 4 partitions; it dies for good.
-    cluster.broker(1).kill9()?;
-    let healed = wait_until(
-        "every partition back to 3 replicas off broker 1",
-        Duration::from_secs(60),
-        || async {
-            let topic = client.describe_topic("ledger").await.ok()?;
-            topic
-                .partitions
-                .iter()
-                .all(|p| {
-                    p.leader_id.is_some()
-                        && p.replicas.len() == 3
-                        && p.replicas.iter().all(|r| r.broker_id != 1 && r.in_sync)
-                })
-                .then_some(topic)
-        },
-    )
-    .await?;
-    eprintln!("healed: {healed:?}");
+        // Broker 1 holds replicas of 3 of the 4 partitions; it dies for good.
+        cluster.broker(1).kill9()?;
+        let healed = wait_until(
+            "every partition back to 3 replicas off broker 1",
+            Duration::from_secs(60),
+            || async {
+                let topic = client.describe_topic("ledger").await.ok()?;
+                topic
+                    .partitions
+                    .iter()
+                    .all(|p| {
+                        p.leader_id.is_some()
+                            && p.replicas.len() == 3
+                            && p.replicas.iter().all(|r| r.broker_id != 1 && r.in_sync)
+                    })
+                    .then_some(topic)
+            },
+        )
+        .await?;
+        eprintln!("healed: {healed:?}");
 
-    acked.extend(produce_keyed(&client, "ledger", 3_000..4_000, 40, 50).await?);
-    verify(&client, "ledger", 4, &acked).await?;
-    let counts = replicas_identical(&cluster, &client, "ledger", Duration::from_secs(30)).await?;
-    assert_eq!(counts.iter().sum::<usize>(), acked.len());
+        acked.extend(produce_keyed(&client, "ledger", 3_000..4_000, 40, 50).await?);
+        verify(&client, "ledger", 4, &acked).await?;
+        let counts =
+            replicas_identical(cluster, &client, "ledger", Duration::from_secs(30)).await?;
+        assert_eq!(counts.iter().sum::<usize>(), acked.len());
 
-    // Back after being replaced: it drops its stale replicas and takes no part.
-    Cluster::restart(cluster.broker(1)).await?;
-    wait_until(
-        "broker 1 to drop its stale replicas",
-        Duration::from_secs(30),
-        || async {
-            (cluster.brokers[0].log().matches("replica removed").count() >= 3).then_some(())
-        },
-    )
-    .await?;
-    verify(&client, "ledger", 4, &acked).await?;
-    cluster.assert_no_panic();
-    Ok(())
+        // Back after being replaced: it drops its stale replicas and takes no part.
+        Cluster::restart(cluster.broker(1)).await?;
+        wait_until(
+            "broker 1 to drop its stale replicas",
+            Duration::from_secs(30),
+            || async {
+                (cluster.brokers[0].log().matches("replica removed").count() >= 3).then_some(())
+            },
+        )
+        .await?;
+        verify(&client, "ledger", 4, &acked).await?;
+        Ok(())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn decommissioned_broker_ends_empty_under_load_and_nothing_is_lost() -> anyhow::Result<()> {
-    let mut cluster = Cluster::start(fast_healing(ClusterSpec::new(3, 4))).await?;
-    let client = cluster.client();
-    create_topic(&cluster, &client, "moves", 4).await?;
-    let produce = Produce::start(&client, "moves", 4, 10);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    Cluster::run(fast_healing(ClusterSpec::new(3, 4)), async |cluster| {
+        let client = cluster.client();
+        create_topic(cluster, &client, "moves", 4).await?;
+        let produce = Produce::start(&client, "moves", 4, 10);
+        tokio::time::sleep(Duration::from_secs(1)).await;
 
-    client.decommission_broker(2).await?;
-    wait_until("broker 2 drained", Duration::from_secs(60), || async {
-        let brokers = client.list_brokers().await.ok()?;
-        let drained = brokers
-            .iter()
-            .find(|b| b.broker.broker_id == 2)
-            .is_some_and(|b| b.draining && b.replicas == 0 && b.leaders == 0);
-        let topic = client.describe_topic("moves").await.ok()?;
-        let settled = topic.partitions.iter().all(|p| {
-            p.leader_id.is_some_and(|l| l != 2)
-                && p.replicas.len() == 3
-                && p.replicas.iter().all(|r| r.broker_id != 2 && r.in_sync)
-        });
-        (drained && settled).then_some(())
+        client.decommission_broker(2).await?;
+        wait_until("broker 2 drained", Duration::from_secs(60), || async {
+            let brokers = client.list_brokers().await.ok()?;
+            let drained = brokers
+                .iter()
+                .find(|b| b.broker.broker_id == 2)
+                .is_some_and(|b| b.draining && b.replicas == 0 && b.leaders == 0);
+            let topic = client.describe_topic("moves").await.ok()?;
+            let settled = topic.partitions.iter().all(|p| {
+                p.leader_id.is_some_and(|l| l != 2)
+                    && p.replicas.len() == 3
+                    && p.replicas.iter().all(|r| r.broker_id != 2 && r.in_sync)
+            });
+            (drained && settled).then_some(())
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (acked, errors) = produce.finish().await?;
+        anyhow::ensure!(errors.is_empty(), "produce errors: {errors:?}");
+        let acked: Vec<Acked> = acked.into_iter().map(|(_, a)| a).collect();
+        verify(&client, "moves", 4, &acked).await?;
+
+        // Stopping it now leaves nothing under-replicated.
+        cluster.broker(2).terminate().await?;
+        let status = client.cluster_status().await?;
+        assert!(status.under_replicated.is_empty(), "{status:?}");
+        assert!(status.offline.is_empty(), "{status:?}");
+        replicas_identical(cluster, &client, "moves", Duration::from_secs(30)).await?;
+        Ok(())
     })
-    .await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (acked, errors) = produce.finish().await?;
-    anyhow::ensure!(errors.is_empty(), "produce errors: {errors:?}");
-    let acked: Vec<Acked> = acked.into_iter().map(|(_, a)| a).collect();
-    verify(&client, "moves", 4, &acked).await?;
-
-    // Stopping it now leaves nothing under-replicated.
-    cluster.broker(2).terminate().await?;
-    let status = client.cluster_status().await?;
-    assert!(status.under_replicated.is_empty(), "{status:?}");
-    assert!(status.offline.is_empty(), "{status:?}");
-    replicas_identical(&cluster, &client, "moves", Duration::from_secs(30)).await?;
-    cluster.assert_no_panic();
-    Ok(())
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rebalance_moves_replicas_and_leaders_onto_an_added_broker() -> anyhow::Result<()> {
-    let mut cluster = Cluster::start(fast_healing(ClusterSpec::new(3, 3))).await?;
-    let client = cluster.client();
-    create_topic(&cluster, &client, "spread", 6).await?;
-    let acked = produce_keyed(&client, "spread", 0..2_000, 30, 50).await?;
+    Cluster::run(fast_healing(ClusterSpec::new(3, 3)), async |cluster| {
+        let client = cluster.client();
+        create_topic(cluster, &client, "spread", 6).await?;
+        let acked = produce_keyed(&client, "spread", 0..2_000, 30, 50).await?;
 
-    let added = cluster.add_broker().await?;
-    let moves = client.rebalance().await?;
-    // 18 replicas over 4 brokers: the new one gets 4 or 5.
-    anyhow::ensure!((4..=5).contains(&moves.len()), "moves: {moves:?}");
-    assert!(moves.iter().all(|m| m.to_broker_id == added), "{moves:?}");
-    wait_until(
-        "the added broker to hold and lead its share",
-        Duration::from_secs(60),
-        || async {
-            let brokers = client.list_brokers().await.ok()?;
-            let counts: Vec<u32> = brokers.iter().map(|b| b.replicas).collect();
-            let even = counts.iter().max()? - counts.iter().min()? <= 1;
-            let leads = brokers.iter().all(|b| b.leaders >= 1);
-            let topic = client.describe_topic("spread").await.ok()?;
-            let in_sync = topic
-                .partitions
-                .iter()
-                .all(|p| p.leader_id.is_some() && p.replicas.iter().all(|r| r.in_sync));
-            (even && leads && in_sync).then_some(())
-        },
-    )
-    .await?;
-    assert!(
-        client.rebalance().await?.is_empty(),
-        "a second rebalance moves nothing"
-    );
-    verify(&client, "spread", 6, &acked).await?;
-    replicas_identical(&cluster, &client, "spread", Duration::from_secs(30)).await?;
-    cluster.assert_no_panic();
-    Ok(())
+        let added = cluster.add_broker().await?;
+        let moves = client.rebalance().await?;
+        // 18 replicas over 4 brokers: the new one gets 4 or 5.
+        anyhow::ensure!((4..=5).contains(&moves.len()), "moves: {moves:?}");
+        assert!(moves.iter().all(|m| m.to_broker_id == added), "{moves:?}");
+        wait_until(
+            "the added broker to hold and lead its share",
+            Duration::from_secs(60),
+            || async {
+                let brokers = client.list_brokers().await.ok()?;
+                let counts: Vec<u32> = brokers.iter().map(|b| b.replicas).collect();
+                let even = counts.iter().max()? - counts.iter().min()? <= 1;
+                let leads = brokers.iter().all(|b| b.leaders >= 1);
+                let topic = client.describe_topic("spread").await.ok()?;
+                let in_sync = topic
+                    .partitions
+                    .iter()
+                    .all(|p| p.leader_id.is_some() && p.replicas.iter().all(|r| r.in_sync));
+                (even && leads && in_sync).then_some(())
+            },
+        )
+        .await?;
+        assert!(
+            client.rebalance().await?.is_empty(),
+            "a second rebalance moves nothing"
+        );
+        verify(&client, "spread", 6, &acked).await?;
+        replicas_identical(cluster, &client, "spread", Duration::from_secs(30)).await?;
+        Ok(())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn follower_down_during_thousands_of_writes_catches_up_to_an_identical_log()
 -> anyhow::Result<()> {
-    let mut cluster = Cluster::start(three_by_three()).await?;
-    let client = cluster.client();
-    create_topic(&cluster, &client, "catchup", 2).await?;
-    wait_until("leaders spread", Duration::from_secs(30), || async {
-        let topic = client.describe_topic("catchup").await.ok()?;
-        let leaders: Vec<u32> = topic
-            .partitions
-            .iter()
-            .filter_map(|p| p.leader_id)
-            .collect();
-        (leaders.len() == 2 && !leaders.contains(&3)).then_some(())
+    Cluster::run(three_by_three(), async |cluster| {
+        let client = cluster.client();
+        create_topic(cluster, &client, "catchup", 2).await?;
+        wait_until("leaders spread", Duration::from_secs(30), || async {
+            let topic = client.describe_topic("catchup").await.ok()?;
+            let leaders: Vec<u32> = topic
+                .partitions
+                .iter()
+                .filter_map(|p| p.leader_id)
+                .collect();
+            (leaders.len() == 2 && !leaders.contains(&3)).then_some(())
+        })
+        .await?;
+        // Broker 3 leads nothing here: it is a follower of both partitions while it is down.
+        cluster.broker(3).kill9()?;
+        let acked = produce_keyed(&client, "catchup", 0..20_000, 100, 10).await?;
+        Cluster::restart(cluster.broker(3)).await?;
+        let counts =
+            replicas_identical(cluster, &client, "catchup", Duration::from_secs(60)).await?;
+        assert_eq!(counts.iter().sum::<usize>(), acked.len());
+        verify(&client, "catchup", 2, &acked).await?;
+        Ok(())
     })
-    .await?;
-    // Broker 3 leads nothing here: it is a follower of both partitions while it is down.
-    cluster.broker(3).kill9()?;
-    let acked = produce_keyed(&client, "catchup", 0..20_000, 100, 10).await?;
-    Cluster::restart(cluster.broker(3)).await?;
-    let counts = replicas_identical(&cluster, &client, "catchup", Duration::from_secs(60)).await?;
-    assert_eq!(counts.iter().sum::<usize>(), acked.len());
-    verify(&client, "catchup", 2, &acked).await?;
-    cluster.assert_no_panic();
-    Ok(())
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqctl_shows_the_cluster_and_drains_brokers() -> anyhow::Result<()> {
-    let cluster = Cluster::start(fast_healing(ClusterSpec::new(3, 4))).await?;
-    let client = cluster.client();
-    create_topic(&cluster, &client, "shown", 2).await?;
-    let server = cluster.brokers[1].address();
-    let mqctl = |args: &[&str]| {
-        let output = std::process::Command::new(mq_tests::binary("mqctl"))
-            .arg("--server")
-            .arg(&server)
-            .args(args)
-            .output()
-            .expect("run mqctl");
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    };
-    let (ok, status, _) = mqctl(&["cluster", "status"]);
-    assert!(ok, "{status}");
-    assert!(
-        status.contains("CLUSTER MANAGER") && status.contains("leader"),
-        "{status}"
-    );
-    assert!(status.contains("UNDER-REPLICATED 0  OFFLINE 0"), "{status}");
-    let (ok, json, _) = mqctl(&["broker", "list", "--output", "json"]);
-    assert!(ok, "{json}");
-    let brokers: serde_json::Value = serde_json::from_str(&json)?;
-    assert_eq!(brokers.as_array().map(Vec::len), Some(4), "{json}");
-    assert!(brokers[0]["alive"].as_bool().unwrap_or(false), "{json}");
-    let (ok, describe, _) = mqctl(&["topic", "describe", "shown"]);
-    assert!(ok && describe.contains(":yes:"), "{describe}");
+    Cluster::run(fast_healing(ClusterSpec::new(3, 4)), async |cluster| {
+        let client = cluster.client();
+        create_topic(cluster, &client, "shown", 2).await?;
+        let server = cluster.brokers[1].address();
+        let mqctl = |args: &[&str]| {
+            let output = std::process::Command::new(mq_tests::binary("mqctl"))
+                .arg("--server")
+                .arg(&server)
+                .args(args)
+                .output()
+                .expect("run mqctl");
+            (
+                output.status.success(),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        };
+        let (ok, status, _) = mqctl(&["cluster", "status"]);
+        assert!(ok, "{status}");
+        assert!(
+            status.contains("CLUSTER MANAGER") && status.contains("leader"),
+            "{status}"
+        );
+        assert!(status.contains("UNDER-REPLICATED 0  OFFLINE 0"), "{status}");
+        let (ok, json, _) = mqctl(&["broker", "list", "--output", "json"]);
+        assert!(ok, "{json}");
+        let brokers: serde_json::Value = serde_json::from_str(&json)?;
+        assert_eq!(brokers.as_array().map(Vec::len), Some(4), "{json}");
+        assert!(brokers[0]["alive"].as_bool().unwrap_or(false), "{json}");
+        let (ok, describe, _) = mqctl(&["topic", "describe", "shown"]);
+        assert!(ok && describe.contains(":yes:"), "{describe}");
 
-    let (ok, out, _) = mqctl(&["broker", "decommission", "4"]);
-    assert!(ok, "{out}");
-    let (ok, _, err) = mqctl(&["broker", "decommission", "42"]);
-    assert!(!ok && err.contains("no broker 42"), "{err}");
-    wait_until("broker 4 drained", Duration::from_secs(60), || async {
-        let brokers = client.list_brokers().await.ok()?;
-        brokers
-            .iter()
-            .any(|b| b.broker.broker_id == 4 && b.draining && b.replicas == 0)
-            .then_some(())
+        let (ok, out, _) = mqctl(&["broker", "decommission", "4"]);
+        assert!(ok, "{out}");
+        let (ok, _, err) = mqctl(&["broker", "decommission", "42"]);
+        assert!(!ok && err.contains("no broker 42"), "{err}");
+        wait_until("broker 4 drained", Duration::from_secs(60), || async {
+            let brokers = client.list_brokers().await.ok()?;
+            brokers
+                .iter()
+                .any(|b| b.broker.broker_id == 4 && b.draining && b.replicas == 0)
+                .then_some(())
+        })
+        .await?;
+        let (ok, list, _) = mqctl(&["broker", "list"]);
+        assert!(ok && list.contains("draining"), "{list}");
+        Ok(())
     })
-    .await?;
-    let (ok, list, _) = mqctl(&["broker", "list"]);
-    assert!(ok && list.contains("draining"), "{list}");
-    cluster.assert_no_panic();
-    Ok(())
+    .await
 }

@@ -98,3 +98,72 @@ async fn a_second_node_on_a_data_dir_in_use_fails_clearly() -> anyhow::Result<()
     node.assert_no_panic();
     Ok(())
 }
+
+/// An idempotent producer's retry after a restart is recognised: the partition remembers the
+/// producer's recent batches durably (and refuses a gap in its sequence).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_batches_are_deduplicated_across_kill_9() -> anyhow::Result<()> {
+    use mq_proto::v1 as pb;
+    let mut node = Node::start_standalone("idempotence").await?;
+    node.client()
+        .create_topic("payments", NewTopic::default().partitions(1))
+        .await?;
+    let batch = |base_sequence: u32, count: u32| pb::ProduceRequest {
+        topic: "payments".into(),
+        timeout_ms: 0,
+        batches: vec![pb::PartitionBatch {
+            partition: Some(0),
+            records: (0..count)
+                .map(|i| pb::Record {
+                    key: Some(format!("k{i}").into()),
+                    value: Some(format!("seq {}", base_sequence + i).into()),
+                    headers: vec![],
+                    timestamp_ms: 1,
+                })
+                .collect(),
+            producer_id: 0xfeed,
+            base_sequence,
+            ..Default::default()
+        }],
+    };
+    async fn send(
+        address: &str,
+        request: pb::ProduceRequest,
+    ) -> anyhow::Result<pb::PartitionResult> {
+        let mut broker =
+            pb::broker_client::BrokerClient::connect(format!("http://{address}")).await?;
+        let mut results = broker.produce(request).await?.into_inner().results;
+        Ok(results.remove(0))
+    }
+    let first = send(&node.address(), batch(0, 5)).await?;
+    let second = send(&node.address(), batch(5, 5)).await?;
+    assert!(first.error.is_none() && second.error.is_none());
+    assert_eq!((first.base_offset, second.base_offset), (0, 5));
+
+    node.kill9()?;
+    node.restart().await?;
+
+    // Both retried after the restart: the original offsets, nothing appended.
+    for (request, offset) in [(batch(0, 5), 0), (batch(5, 5), 5)] {
+        let retried = send(&node.address(), request).await?;
+        assert!(retried.error.is_none(), "{retried:?}");
+        assert!(retried.duplicate, "{retried:?}");
+        assert_eq!(retried.base_offset, offset);
+    }
+    // A gap is refused (retryable), the next batch appended.
+    let gap = send(&node.address(), batch(20, 1)).await?;
+    let error = gap.error.expect("a gap must be refused");
+    assert_eq!(
+        error.reason,
+        pb::ErrorReason::OutOfOrderSequence as i32,
+        "{error:?}"
+    );
+    assert!(error.retryable);
+    let next = send(&node.address(), batch(10, 1)).await?;
+    assert!(next.error.is_none() && !next.duplicate, "{next:?}");
+    assert_eq!(next.base_offset, 10);
+    let stored = read_partition(&node.client(), "payments", 0).await?;
+    assert_eq!(stored.len(), 11);
+    node.assert_no_panic();
+    Ok(())
+}

@@ -375,6 +375,52 @@ impl Partition {
             .map_err(|err| raft_error(self.spec.group, err))
     }
 
+    /// The leader's broker address, when this replica follows a known leader.
+    pub fn leader_address(&self) -> Option<(u64, String)> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let leader = metrics.current_leader?;
+        if leader == self.spec.node_id {
+            return None;
+        }
+        let address = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .addr
+            .clone();
+        Some((leader, address))
+    }
+
+    /// The leader at `dead_address` is gone: this follower stops honouring its lease, and the
+    /// group's successor (the lowest-id voter elsewhere; every follower picks the same) starts
+    /// an election at once instead of after an election timeout plus the lease. Voting still
+    /// checks logs, so a successor that is behind simply loses and a regular election follows.
+    pub async fn leader_lost(&self, dead_address: &str) -> Result<(), BrokerError> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let Some(leader) = metrics.current_leader else {
+            return Ok(());
+        };
+        let membership = metrics.membership_config.membership();
+        let successor = membership
+            .voter_ids()
+            .filter(|id| *id != leader)
+            .find(|id| {
+                membership
+                    .get_node(id)
+                    .is_some_and(|n| n.addr != dead_address)
+            });
+        let Some(successor) = successor else {
+            return Ok(());
+        };
+        tracing::info!(group = %self.spec.group, leader, successor, "leader's broker is unreachable; electing a successor");
+        let request = openraft::raft::TransferLeaderRequest::new(metrics.vote, successor, None);
+        self.raft
+            .handle_transfer_leader(request)
+            .await
+            .map(|_| ())
+            .map_err(|err| raft_error(self.spec.group, err))
+    }
+
     /// The voter best placed to take over from this leader: the one with the most of the log
     /// (ties: the lowest node id). `None` unless this replica leads and has another voter.
     pub fn successor(&self) -> Option<u64> {

@@ -59,7 +59,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(3),
             retry_backoff: Duration::from_millis(20),
-            retry_backoff_max: Duration::from_secs(1),
+            retry_backoff_max: Duration::from_millis(500),
             max_message_bytes: 64 << 20,
             send_checksums: true,
             idempotent: true,
