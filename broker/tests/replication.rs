@@ -37,9 +37,9 @@ async fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
 
 async fn start_group() -> anyhow::Result<Vec<Replica>> {
     let timings = RaftTimings {
-        heartbeat_interval: Duration::from_millis(100),
-        election_timeout_min: Duration::from_millis(400),
-        election_timeout_max: Duration::from_millis(800),
+        heartbeat_interval: Duration::from_millis(200),
+        election_timeout_min: Duration::from_millis(1000),
+        election_timeout_max: Duration::from_millis(2000),
     };
     let raft_config = Arc::new(timings.partition_config().map_err(anyhow::Error::msg)?);
     // Bind every server first: each replica's spec names all addresses.
@@ -118,21 +118,46 @@ async fn all_records(partition: &Arc<Partition>) -> Vec<(u64, Record)> {
     partition.read(0, limits).await.expect("read").0.records
 }
 
+/// Appends on whichever replica leads, retrying while leadership moves (a loaded machine may
+/// delay heartbeats past an election timeout). Only refusals that wrote nothing are retried.
+async fn append_on_leader(
+    replicas: &[&Replica],
+    batch: StoredBatch,
+) -> anyhow::Result<mq_broker::partition::types::Appended> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let leader = wait_for("a leader", || {
+            replicas.iter().position(|r| r.partition.is_leader())
+        })
+        .await;
+        match replicas[leader]
+            .partition
+            .append(batch.clone(), Duration::from_secs(10))
+            .await
+        {
+            Err(
+                mq_broker::error::BrokerError::NotLeader { .. }
+                | mq_broker::error::BrokerError::LeaderNotAvailable { .. },
+            ) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_replicate_and_fail_over_over_grpc() -> anyhow::Result<()> {
     let replicas = start_group().await?;
+    let all: Vec<&Replica> = replicas.iter().collect();
+    for round in 0..5 {
+        let appended = append_on_leader(&all, batch(round)).await?;
+        assert_eq!(appended.base_offset, round as u64 * 10);
+    }
     let leader = wait_for("a leader", || {
         replicas.iter().position(|r| r.partition.is_leader())
     })
     .await;
-
-    for round in 0..5 {
-        let appended = replicas[leader]
-            .partition
-            .append(batch(round), Duration::from_secs(10))
-            .await?;
-        assert_eq!(appended.base_offset, round as u64 * 10);
-    }
     // Every replica applies the same 50 records at the same offsets.
     for replica in &replicas {
         wait_for("replication to every replica", || {
@@ -160,14 +185,7 @@ async fn three_replicas_replicate_and_fail_over_over_grpc() -> anyhow::Result<()
         .enumerate()
         .filter_map(|(i, r)| (i != leader).then_some(r))
         .collect();
-    let new_leader = wait_for("a new leader", || {
-        survivors.iter().position(|r| r.partition.is_leader())
-    })
-    .await;
-    let appended = survivors[new_leader]
-        .partition
-        .append(batch(5), Duration::from_secs(10))
-        .await?;
+    let appended = append_on_leader(&survivors, batch(5)).await?;
     assert_eq!(
         appended.base_offset, 50,
         "no acknowledged batch was lost or repeated"

@@ -134,8 +134,6 @@ struct Reports {
     brokers: HashMap<BrokerId, (Instant, Vec<ReplicaReport>)>,
     /// Replicas asked for recently, not yet seen in a heartbeat: not asked again before then.
     requested: HashMap<(BrokerId, GroupId), Instant>,
-    /// Membership changes under way, per group.
-    membership_asked: HashMap<GroupId, Instant>,
     /// Leadership transfers asked recently, per group.
     transfer_asked: HashMap<GroupId, Instant>,
     /// Since when this node leads (a broker never heard of since counts as last seen then).
@@ -159,6 +157,8 @@ pub struct ClusterManager {
     peers: Arc<Peers>,
     config: ClusterManagerConfig,
     reconcile: Arc<Notify>,
+    /// Membership changes under way, per group (cleared when the leader answers).
+    membership_asked: Arc<Mutex<HashMap<GroupId, Instant>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -225,6 +225,7 @@ impl ClusterManager {
             peers: context.peers,
             config,
             reconcile: Arc::new(Notify::new()),
+            membership_asked: Arc::default(),
             tasks: Mutex::default(),
         });
         let reconciler = tokio::spawn(manager.clone().run_reconciler(shutdown));
@@ -258,21 +259,8 @@ impl ClusterManager {
                     topic: request.name.to_string(),
                 });
             }
-            let counts = state.replica_counts();
             let reports = self.reports.lock().expect("reports lock");
-            let candidates: Vec<Candidate> = self
-                .live_brokers(&state, &reports)
-                .into_iter()
-                .map(|broker| {
-                    let (replicas, leaders) = counts.get(&broker.id).copied().unwrap_or_default();
-                    Candidate {
-                        id: broker.id,
-                        rack: broker.rack.clone(),
-                        replicas,
-                        leaders,
-                    }
-                })
-                .collect();
+            let candidates = self.candidates(&state, &reports);
             placement::place(&candidates, request.partitions, replication_factor).map_err(|e| {
                 CmError::NotEnoughBrokers {
                     requested: e.requested,
@@ -297,8 +285,15 @@ impl ClusterManager {
             other => return Err(CmError::Raft(format!("unexpected reply {other:?}"))),
         };
         tracing::info!(topic = %topic.name, partitions = topic.partitions.len(), replication_factor, "topic created");
-        self.create_replicas(&topic).await;
+        // Bounded: a topic of thousands of partitions takes longer to start everywhere; the
+        // reconciler creates whatever is still missing.
         let deadline = Instant::now() + self.config.create_topic_wait;
+        if tokio::time::timeout_at(deadline.into(), self.create_replicas(&topic))
+            .await
+            .is_err()
+        {
+            self.reconcile.notify_one();
+        }
         while Instant::now() < deadline {
             let view = self.view(&topic);
             if view.partitions.iter().all(|p| p.leader.is_some()) {
@@ -941,6 +936,27 @@ impl ClusterManager {
             .cloned()
     }
 
+    /// Every partition whose leader is known, with the leader's report.
+    fn led_partitions<'a>(
+        &self,
+        state: &'a ClusterState,
+        reports: &Reports,
+    ) -> Vec<(
+        &'a TopicRecord,
+        &'a crate::state::PartitionRecord,
+        ReplicaReport,
+    )> {
+        state
+            .topics
+            .values()
+            .flat_map(|topic| topic.partitions.iter().map(move |p| (topic, p)))
+            .filter_map(|(topic, partition)| {
+                let leader = self.leader_report(reports, partition.group)?;
+                Some((topic, partition, leader))
+            })
+            .collect()
+    }
+
     /// Whether `broker` has been dead for longer than the replace delay.
     fn gone_for_good(&self, reports: &Reports, broker: BrokerId) -> bool {
         let last_seen = reports
@@ -1038,53 +1054,48 @@ impl ClusterManager {
     fn converge_memberships(&self, state: &ClusterState) {
         let mut asks = Vec::new();
         {
-            let mut reports = self.reports.lock().expect("reports lock");
-            for topic in state.topics.values() {
-                for partition in &topic.partitions {
-                    let Some(leader) = self.leader_report(&reports, partition.group) else {
-                        continue;
-                    };
-                    if settled(partition, &leader) {
-                        continue;
-                    }
-                    let hosted = |node: u64, broker: BrokerId| {
-                        reports
-                            .brokers
-                            .get(&broker)
-                            .is_some_and(|(_, replicas)| replicas.iter().any(|r| r.node_id == node))
-                    };
-                    if !partition
-                        .replicas
-                        .iter()
-                        .all(|r| hosted(r.node_id, r.broker))
-                    {
-                        continue;
-                    }
-                    if reports
-                        .membership_asked
+            let reports = self.reports.lock().expect("reports lock");
+            for (_, partition, leader) in self.led_partitions(state, &reports) {
+                if settled(partition, &leader) {
+                    continue;
+                }
+                let hosted = |node: u64, broker: BrokerId| {
+                    reports
+                        .brokers
+                        .get(&broker)
+                        .is_some_and(|(_, replicas)| replicas.iter().any(|r| r.node_id == node))
+                };
+                if !partition
+                    .replicas
+                    .iter()
+                    .all(|r| hosted(r.node_id, r.broker))
+                {
+                    continue;
+                }
+                {
+                    let mut asked = self.membership_asked.lock().expect("asked lock");
+                    if asked
                         .get(&partition.group)
                         .is_some_and(|at| at.elapsed() < ACTION_HOLD_OFF)
                     {
                         continue;
                     }
-                    reports
-                        .membership_asked
-                        .insert(partition.group, Instant::now());
-                    let members = partition
-                        .replicas
-                        .iter()
-                        .map(|r| ipb::RaftMember {
-                            node_id: r.node_id,
-                            broker_id: r.broker.0,
-                            address: state
-                                .brokers
-                                .get(&r.broker)
-                                .map(|b| b.address.clone())
-                                .unwrap_or_default(),
-                        })
-                        .collect::<Vec<_>>();
-                    asks.push((broker_of_node(leader.node_id), partition.group, members));
+                    asked.insert(partition.group, Instant::now());
                 }
+                let members = partition
+                    .replicas
+                    .iter()
+                    .map(|r| ipb::RaftMember {
+                        node_id: r.node_id,
+                        broker_id: r.broker.0,
+                        address: state
+                            .brokers
+                            .get(&r.broker)
+                            .map(|b| b.address.clone())
+                            .unwrap_or_default(),
+                    })
+                    .collect::<Vec<_>>();
+                asks.push((broker_of_node(leader.node_id), partition.group, members));
             }
         }
         for (broker, group, members) in asks {
@@ -1092,6 +1103,7 @@ impl ClusterManager {
                 continue;
             };
             let reconcile = self.reconcile_handle();
+            let asked = self.membership_asked.clone();
             tokio::spawn(async move {
                 let request = ipb::ChangeMembershipRequest {
                     group_id: group.0,
@@ -1101,6 +1113,8 @@ impl ClusterManager {
                     Ok(_) => tracing::info!(%group, "membership converged"),
                     Err(status) => tracing::warn!(%group, %status, "membership change failed"),
                 }
+                // Asked again at the next reconcile if the group is still not settled.
+                asked.lock().expect("asked lock").remove(&group);
                 reconcile.notify_one();
             });
         }
@@ -1112,50 +1126,45 @@ impl ClusterManager {
         let mut asks = Vec::new();
         {
             let mut reports = self.reports.lock().expect("reports lock");
-            for topic in state.topics.values() {
-                for partition in &topic.partitions {
-                    let Some(leader) = self.leader_report(&reports, partition.group) else {
-                        continue;
-                    };
-                    if !settled(partition, &leader) {
-                        continue;
-                    }
-                    let usable = |broker: BrokerId| {
-                        self.is_alive(&reports, broker)
-                            && state.brokers.get(&broker).is_some_and(|b| !b.draining)
-                    };
-                    let Some(preferred) = partition
-                        .replicas
-                        .iter()
-                        .find(|r| usable(r.broker) && leader.in_sync(r.node_id))
-                    else {
-                        continue;
-                    };
-                    if preferred.node_id == leader.node_id {
-                        continue;
-                    }
-                    let first_choice = partition.replicas.iter().find(|r| usable(r.broker));
-                    let leader_usable = usable(broker_of_node(leader.node_id));
-                    // Only for the preferred replica itself, or to get off a draining broker.
-                    if leader_usable && first_choice.map(|r| r.node_id) != Some(preferred.node_id) {
-                        continue;
-                    }
-                    if reports
-                        .transfer_asked
-                        .get(&partition.group)
-                        .is_some_and(|at| at.elapsed() < Duration::from_secs(5))
-                    {
-                        continue;
-                    }
-                    reports
-                        .transfer_asked
-                        .insert(partition.group, Instant::now());
-                    asks.push((
-                        broker_of_node(leader.node_id),
-                        partition.group,
-                        preferred.node_id,
-                    ));
+            for (_, partition, leader) in self.led_partitions(state, &reports) {
+                if !settled(partition, &leader) {
+                    continue;
                 }
+                let usable = |broker: BrokerId| {
+                    self.is_alive(&reports, broker)
+                        && state.brokers.get(&broker).is_some_and(|b| !b.draining)
+                };
+                let Some(preferred) = partition
+                    .replicas
+                    .iter()
+                    .find(|r| usable(r.broker) && leader.in_sync(r.node_id))
+                else {
+                    continue;
+                };
+                if preferred.node_id == leader.node_id {
+                    continue;
+                }
+                let first_choice = partition.replicas.iter().find(|r| usable(r.broker));
+                let leader_usable = usable(broker_of_node(leader.node_id));
+                // Only for the preferred replica itself, or to get off a draining broker.
+                if leader_usable && first_choice.map(|r| r.node_id) != Some(preferred.node_id) {
+                    continue;
+                }
+                if reports
+                    .transfer_asked
+                    .get(&partition.group)
+                    .is_some_and(|at| at.elapsed() < Duration::from_secs(5))
+                {
+                    continue;
+                }
+                reports
+                    .transfer_asked
+                    .insert(partition.group, Instant::now());
+                asks.push((
+                    broker_of_node(leader.node_id),
+                    partition.group,
+                    preferred.node_id,
+                ));
             }
         }
         for (broker, group, to) in asks {

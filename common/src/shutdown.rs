@@ -32,3 +32,32 @@ pub fn on_signal() -> CancellationToken {
     });
     token
 }
+
+/// The body of a server binary's `main`: runs `serve` on a multi-threaded runtime with a token
+/// cancelled on SIGTERM or SIGINT; an error is printed as `error: ...` and exits with 1.
+pub fn run_until_signal<F, Fut, E>(serve: F) -> std::process::ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match serve(on_signal()).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -26,6 +26,25 @@ pub fn keyed_message(i: usize, keys: usize) -> Record {
         .with_timestamp(1_700_000_000_000 + i as i64)
 }
 
+/// `count` keyed records with incompressible `value_size`-byte values (as real, or
+/// producer-compressed, payloads are), for benchmarks.
+pub fn incompressible_records(count: usize, value_size: usize) -> Vec<Record> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..count)
+        .map(|i| {
+            let value: Vec<u8> = (0..value_size)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            Record::keyed(format!("key-{i:06}"), Bytes::from(value))
+        })
+        .collect()
+}
+
 /// Produces messages `range` through the client's key partitioning, batches of up to `batch`
 /// per partition, partitions concurrently, each partition's batches in send order. Returns
 /// every acknowledged message.

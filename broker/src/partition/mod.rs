@@ -90,6 +90,7 @@ pub struct Partition {
     log: RocksLogStore<PartitionTypes>,
     store: Store,
     progress: watch::Receiver<Progress>,
+    sequencer: producers::Sequencer,
 }
 
 impl std::fmt::Debug for Partition {
@@ -157,6 +158,7 @@ impl Partition {
                 raft,
                 progress,
                 spec,
+                sequencer: producers::Sequencer::default(),
             }))
         }
         .instrument(span)
@@ -177,7 +179,38 @@ impl Partition {
         batch: StoredBatch,
         timeout: Duration,
     ) -> Result<Appended, BrokerError> {
-        let write = self.raft.client_write(PartitionCommand::Append(batch));
+        let write = async {
+            let producer = batch.header().ok().filter(|h| h.producer_id != 0);
+            let Some(header) = producer else {
+                return self
+                    .raft
+                    .client_write(PartitionCommand::Append(batch))
+                    .await;
+            };
+            // An idempotent producer's batches are handed to Raft in sequence order.
+            let term = self.raft.metrics().borrow_watched().current_term;
+            let turn = self
+                .sequencer
+                .admit(
+                    term,
+                    header.producer_id,
+                    header.base_sequence,
+                    header.record_count,
+                    producers::REORDER_WAIT.min(timeout),
+                )
+                .await;
+            let (responder, applied) = openraft::impls::ProgressResponder::complete_only();
+            let submitted = self
+                .raft
+                .client_write_ff(PartitionCommand::Append(batch), Some(responder))
+                .await;
+            drop(turn);
+            submitted.map_err(RaftError::Fatal)?;
+            match applied.await {
+                Ok(result) => result.map_err(RaftError::APIError),
+                Err(_) => Err(RaftError::Fatal(openraft::error::Fatal::Stopped)),
+            }
+        };
         match tokio::time::timeout(timeout, write).await {
             Err(_) => Err(self.timeout(timeout)),
             Ok(Ok(response)) => match response.data {

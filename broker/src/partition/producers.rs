@@ -52,20 +52,17 @@ pub enum Sequence {
     TooOld { expected: u32 },
 }
 
-/// Decides what to do with a batch of `record_count` records starting at `base_sequence`.
+/// Decides what to do with a batch of `record_count` records starting at `base_sequence`. A
+/// producer the partition does not know must start at sequence 0: a batch that arrives
+/// before its predecessors is never appended ahead of them.
 pub fn check(state: Option<&ProducerState>, base_sequence: u32, record_count: u32) -> Sequence {
-    let Some(state) = state else {
-        return Sequence::Next;
-    };
-    let Some(expected) = state.next_sequence() else {
-        return Sequence::Next;
-    };
+    let expected = state.and_then(ProducerState::next_sequence).unwrap_or(0);
     if base_sequence == expected {
         return Sequence::Next;
     }
     if let Some(batch) = state
-        .recent
-        .iter()
+        .into_iter()
+        .flat_map(|s| s.recent.iter())
         .find(|b| b.base_sequence == base_sequence && b.record_count == record_count)
     {
         return Sequence::Duplicate {
@@ -113,6 +110,83 @@ impl Producers {
     }
 }
 
+/// How long the leader holds back a batch that arrived ahead of its producer's sequence,
+/// waiting for the batches before it (requests on one connection may overtake each other).
+pub const REORDER_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The leader's view of the next sequence each producer's next proposal should carry: batches
+/// are proposed in sequence order, so they are appended in the order the producer sent them.
+#[derive(Debug, Default)]
+pub struct Sequencer {
+    /// `(term, producer -> next sequence)`; reset when the term changes.
+    next: std::sync::Mutex<(u64, std::collections::HashMap<u64, u32>)>,
+    proposed: tokio::sync::Notify,
+}
+
+/// Producers the sequencer tracks before it starts over (only ordering hints are lost).
+const SEQUENCER_CAPACITY: usize = 10_000;
+
+impl Sequencer {
+    /// Waits (at most `wait`) until the batch is next in its producer's sequence: until the
+    /// batches before it were handed to Raft. The returned turn marks the batch handed over
+    /// when dropped, so drop it right after submitting. A batch behind the sequence (a retry)
+    /// goes at once.
+    pub async fn admit(
+        &self,
+        term: u64,
+        producer_id: u64,
+        base_sequence: u32,
+        record_count: u32,
+        wait: std::time::Duration,
+    ) -> SequenceTurn<'_> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let submitted = self.proposed.notified();
+            {
+                let mut next = self.next.lock().expect("sequencer lock");
+                if next.0 != term || next.1.len() >= SEQUENCER_CAPACITY {
+                    *next = (term, std::collections::HashMap::new());
+                }
+                let expected = next.1.get(&producer_id).copied().unwrap_or(0);
+                let ahead = base_sequence.wrapping_sub(expected);
+                if ahead == 0 || ahead >= 1 << 31 || tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+            }
+            tokio::select! {
+                _ = submitted => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+        SequenceTurn {
+            sequencer: self,
+            producer_id,
+            end: base_sequence.wrapping_add(record_count),
+        }
+    }
+}
+
+/// A batch's turn to be handed to Raft; dropping it lets the producer's next batch go.
+#[derive(Debug)]
+pub struct SequenceTurn<'a> {
+    sequencer: &'a Sequencer,
+    producer_id: u64,
+    end: u32,
+}
+
+impl Drop for SequenceTurn<'_> {
+    fn drop(&mut self) {
+        let mut next = self.sequencer.next.lock().expect("sequencer lock");
+        let expected = next.1.get(&self.producer_id).copied().unwrap_or(0);
+        // Never move the expectation backwards (a retry of an old batch).
+        if self.end.wrapping_sub(expected) < 1 << 31 {
+            next.1.insert(self.producer_id, self.end);
+        }
+        drop(next);
+        self.sequencer.proposed.notify_waiters();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,9 +203,14 @@ mod tests {
     fn sequences_continue_repeat_skip_or_are_too_old() {
         let mut producers = Producers::default();
         assert_eq!(
-            producers.check(7, 40, 10),
+            producers.check(7, 0, 10),
             Sequence::Next,
-            "unknown producer"
+            "a new producer starts at 0"
+        );
+        assert_eq!(
+            producers.check(7, 40, 10),
+            Sequence::OutOfOrder { expected: 0 },
+            "an unknown producer's later batch waits for its first"
         );
         for (i, seq) in [0u32, 10, 20, 30, 40, 50].iter().enumerate() {
             producers.record(7, batch(*seq, 10, 100 + *seq as u64), i as u64);
@@ -151,7 +230,7 @@ mod tests {
                 "seq {seq} x{count}"
             );
         }
-        assert_eq!(producers.check(8, 70, 1), Sequence::Next, "other producer");
+        assert_eq!(producers.check(8, 0, 1), Sequence::Next, "other producer");
     }
 
     #[test]
@@ -179,5 +258,45 @@ mod tests {
         producers.record(0, batch(1, 1, 5000), 5000);
         assert_eq!(producers.record(9999, batch(0, 1, 5001), 5001), Some(1));
         assert_eq!(producers.by_id.len(), MAX_PRODUCERS);
+    }
+
+    #[tokio::test]
+    async fn the_sequencer_lets_batches_through_in_sequence_order() {
+        let sequencer = std::sync::Arc::new(Sequencer::default());
+        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        // Batch 2 and 1 arrive before batch 0.
+        let mut tasks = Vec::new();
+        for seq in [20u32, 10] {
+            let (sequencer, order) = (sequencer.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let turn = sequencer.admit(1, 7, seq, 10, REORDER_WAIT).await;
+                order.lock().unwrap().push(seq);
+                drop(turn);
+            }));
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(
+            order.lock().unwrap().is_empty(),
+            "ahead of the sequence: held"
+        );
+        let turn = sequencer.admit(1, 7, 0, 10, REORDER_WAIT).await;
+        order.lock().unwrap().push(0);
+        drop(turn);
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let order = order.lock().unwrap().clone();
+        assert_eq!(order, vec![0, 10, 20]);
+        // A retry of an old batch is not held; a gap is held only for the wait.
+        let started = tokio::time::Instant::now();
+        drop(sequencer.admit(1, 7, 0, 10, REORDER_WAIT).await);
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        drop(
+            sequencer
+                .admit(1, 7, 100, 1, std::time::Duration::from_millis(50))
+                .await,
+        );
+        assert!(started.elapsed() >= std::time::Duration::from_millis(50));
     }
 }

@@ -16,11 +16,10 @@ use std::time::{Duration, Instant};
 use mq_tests::cpu_seconds;
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
 use clap::Parser;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use mq_client::{Client, ClientConfig, FetchOptions, NewTopic, Record};
+use mq_client::{Client, ClientConfig, FetchOptions, NewTopic};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -133,21 +132,7 @@ async fn run(
     client
         .create_topic(&topic, NewTopic::default().partitions(1))
         .await?;
-    // Incompressible values, as real (or producer-compressed) payloads are.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let records: Vec<Record> = (0..batch)
-        .map(|i| {
-            let value: Vec<u8> = (0..args.value_size)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
-            Record::keyed(format!("key-{i:06}"), Bytes::from(value))
-        })
-        .collect();
+    let records = mq_tests::workload::incompressible_records(batch, args.value_size);
     let batches = args.messages.div_ceil(batch as u64);
     let total = batches * batch as u64;
     let bytes = total as f64 * (args.value_size + 10) as f64;

@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use mq_client::{NewTopic, Record};
@@ -76,8 +75,9 @@ async fn failover(spec: ClusterSpec, kills: usize) -> anyhow::Result<()> {
             NewTopic::default().partitions(3).replication_factor(3),
         )
         .await?;
-    // The last ack time per partition.
-    let last_ack: Arc<Mutex<Vec<Instant>>> = Arc::new(Mutex::new(vec![Instant::now(); 3]));
+    // Per partition, when the last acknowledged produce call started and when it returned.
+    let now = Instant::now();
+    let last_ack: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::new(Mutex::new(vec![(now, now); 3]));
     let stop = Arc::new(AtomicBool::new(false));
     let producers: Vec<_> = (0..3u32)
         .map(|partition| {
@@ -85,8 +85,9 @@ async fn failover(spec: ClusterSpec, kills: usize) -> anyhow::Result<()> {
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let records = vec![Record::keyed("k", "v"); 10];
+                    let sent = Instant::now();
                     if client.produce("failover", partition, records).await.is_ok() {
-                        last_ack.lock().await[partition as usize] = Instant::now();
+                        last_ack.lock().await[partition as usize] = (sent, Instant::now());
                     }
                 }
             })
@@ -120,8 +121,10 @@ async fn failover(spec: ClusterSpec, kills: usize) -> anyhow::Result<()> {
         let recovered = wait_until("produce to resume", Duration::from_secs(60), || {
             let last_ack = last_ack.clone();
             async move {
-                let at = last_ack.lock().await[partition];
-                (at > killed_at).then(|| at.duration_since(killed_at))
+                // Only a produce started after the kill counts: one in flight may have
+                // committed before it.
+                let (sent, acked) = last_ack.lock().await[partition];
+                (sent > killed_at).then(|| acked.duration_since(killed_at))
             }
         })
         .await?;
@@ -204,20 +207,7 @@ async fn throughput(
     let cluster = Cluster::start(spec).await?;
     let client = cluster.client();
     let pids = broker_pids(&cluster);
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let records: Vec<Record> = (0..batch)
-        .map(|i| {
-            let value: Vec<u8> = (0..1024)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
-            Record::keyed(format!("key-{i:06}"), Bytes::from(value))
-        })
-        .collect();
+    let records = mq_tests::workload::incompressible_records(batch, 1024);
     for rf in [1u32, 3] {
         let topic = format!("rf{rf}");
         client
