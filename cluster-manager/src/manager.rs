@@ -76,6 +76,8 @@ const IN_SYNC_LAG: u64 = 16;
 /// How long a membership change or leadership transfer asked of a partition leader is left to
 /// finish before it is asked again.
 const ACTION_HOLD_OFF: Duration = Duration::from_secs(30);
+/// After a membership change succeeded, how long until the group may be asked again.
+const SETTLE_GRACE: Duration = Duration::from_secs(3);
 
 /// A topic with what is known of its partitions right now.
 #[derive(Debug, Clone)]
@@ -521,7 +523,7 @@ impl ClusterManager {
         if !self.raft.is_leader() {
             return Err(self.not_leader());
         }
-        let (moves, named) = {
+        let (moves, leader_moves, named) = {
             let state = self.state.read().expect("state lock");
             let reports = self.reports.lock().expect("reports lock");
             let candidates = self.candidates(&state, &reports);
@@ -537,6 +539,17 @@ impl ClusterManager {
                 })
                 .collect();
             let moves = placement::rebalance(&candidates, &partitions);
+            // Preferences after the moves (a moved replica keeps its position).
+            let mut placed = partitions.clone();
+            for m in &moves {
+                if let Some((_, replicas)) = placed.iter_mut().find(|(g, _)| *g == m.group)
+                    && let Some(slot) = replicas.iter_mut().find(|(id, _)| *id == m.old_node_id)
+                {
+                    // The new replica's node id is assigned at commit; mark it by its broker.
+                    *slot = (u64::MAX, m.to);
+                }
+            }
+            let leader_moves = placement::leader_moves(&candidates, &placed);
             let named: HashMap<GroupId, (TopicName, u32)> = state
                 .topics
                 .values()
@@ -546,7 +559,7 @@ impl ClusterManager {
                         .map(|p| (p.group, (t.name.clone(), p.partition)))
                 })
                 .collect();
-            (moves, named)
+            (moves, leader_moves, named)
         };
         let mut done = Vec::new();
         for m in moves {
@@ -562,6 +575,29 @@ impl ClusterManager {
             {
                 tracing::info!(%topic, partition, from = %m.from, to = %m.to, "moving replica");
                 done.push((topic.clone(), *partition, m));
+            }
+        }
+        for (group, node_id) in leader_moves {
+            // A replica that just moved is preferred by its broker (its new node id).
+            let node_id = if node_id == u64::MAX {
+                let state = self.state.read().expect("state lock");
+                let moved_to = done
+                    .iter()
+                    .find(|(_, _, m)| m.group == group)
+                    .map(|(_, _, m)| m.to);
+                state
+                    .topics
+                    .values()
+                    .flat_map(|t| t.partitions.iter())
+                    .find(|p| p.group == group)
+                    .and_then(|p| p.replicas.iter().find(|r| Some(r.broker) == moved_to))
+                    .map(|r| r.node_id)
+            } else {
+                Some(node_id)
+            };
+            if let Some(node_id) = node_id {
+                self.propose(MetaCommand::SetPreferredLeader { group, node_id })
+                    .await?;
             }
         }
         self.reconcile.notify_one();
@@ -1110,11 +1146,21 @@ impl ClusterManager {
                     members,
                 };
                 match client.change_membership(request).await {
-                    Ok(_) => tracing::info!(%group, "membership converged"),
-                    Err(status) => tracing::warn!(%group, %status, "membership change failed"),
+                    Ok(_) => {
+                        tracing::info!(%group, "membership converged");
+                        // Heartbeats show the new voters within an interval: wait for them
+                        // rather than asking again.
+                        asked
+                            .lock()
+                            .expect("asked lock")
+                            .insert(group, Instant::now() + SETTLE_GRACE - ACTION_HOLD_OFF);
+                    }
+                    Err(status) => {
+                        tracing::warn!(%group, %status, "membership change failed");
+                        // Asked again at the next reconcile.
+                        asked.lock().expect("asked lock").remove(&group);
+                    }
                 }
-                // Asked again at the next reconcile if the group is still not settled.
-                asked.lock().expect("asked lock").remove(&group);
                 reconcile.notify_one();
             });
         }

@@ -147,8 +147,13 @@ pub fn rebalance(
         if most <= ceil && least >= floor {
             return moves;
         }
-        // The first partition on `from` that some under-loaded broker can take.
-        let found = placed.iter_mut().find_map(|(group, replicas)| {
+        // The first partition on `from` that some under-loaded broker can take, preferring one
+        // `from` does not lead (a moved replica keeps its position, leadership preference
+        // included; [`leader_moves`] evens those out).
+        let mut order: Vec<usize> = (0..placed.len()).collect();
+        order.sort_by_key(|i| placed[*i].1.first().map(|(_, b)| *b) == Some(from));
+        let found = order.into_iter().find_map(|i| {
+            let (group, replicas) = &mut placed[i];
             let brokers: Vec<BrokerId> = replicas.iter().map(|(_, b)| *b).collect();
             if !brokers.contains(&from) {
                 return None;
@@ -174,6 +179,63 @@ pub fn rebalance(
         *load.get_mut(&found.from).expect("loaded") -= 1;
         *load.get_mut(&found.to).expect("loaded") += 1;
         moves.push(found);
+    }
+}
+
+/// Preferred-leader changes that leave every candidate preferred for `floor(avg)` or
+/// `ceil(avg)` partitions: `(group, node id of the replica to prefer)`. A partition's
+/// preference moves to another of its replicas on a candidate.
+pub fn leader_moves(
+    candidates: &[Candidate],
+    partitions: &[(GroupId, Vec<(u64, BrokerId)>)],
+) -> Vec<(GroupId, u64)> {
+    let mut leads: BTreeMap<BrokerId, usize> = candidates.iter().map(|c| (c.id, 0)).collect();
+    if leads.is_empty() {
+        return Vec::new();
+    }
+    let mut preferred: Vec<(GroupId, Vec<(u64, BrokerId)>, BrokerId)> = Vec::new();
+    for (group, replicas) in partitions {
+        let Some((_, first)) = replicas.first() else {
+            continue;
+        };
+        if let Some(count) = leads.get_mut(first) {
+            *count += 1;
+            preferred.push((*group, replicas.clone(), *first));
+        }
+    }
+    let total: usize = leads.values().sum();
+    let ceil = total.div_ceil(leads.len());
+    let floor = total / leads.len();
+    let mut moves = Vec::new();
+    loop {
+        let (&most, &max) = leads
+            .iter()
+            .max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id)))
+            .expect("not empty");
+        let (_, &min) = leads
+            .iter()
+            .min_by_key(|(id, n)| (**n, **id))
+            .expect("not empty");
+        if max <= ceil && min >= floor {
+            return moves;
+        }
+        let found = preferred.iter_mut().find_map(|(group, replicas, leader)| {
+            if *leader != most {
+                return None;
+            }
+            let (node, to) = replicas
+                .iter()
+                .filter(|(_, b)| leads.get(b).is_some_and(|n| *n + 1 < max))
+                .min_by_key(|(_, b)| (leads[b], *b))?;
+            *leader = *to;
+            Some((*group, *node, *to))
+        });
+        let Some((group, node, to)) = found else {
+            return moves;
+        };
+        *leads.get_mut(&most).expect("counted") -= 1;
+        *leads.get_mut(&to).expect("counted") += 1;
+        moves.push((group, node));
     }
 }
 
@@ -391,5 +453,56 @@ mod tests {
         // Already even: nothing to do.
         let even = brokers(&[(1, None, 0, 0), (2, None, 0, 0)]);
         assert!(rebalance(&even, &partitions).is_empty());
+    }
+
+    #[test]
+    fn rebalance_then_leader_moves_spread_replicas_and_leaders() {
+        // 6 partitions RF3 on 3 brokers, leaders rotating; broker 4 added.
+        let partitions: Vec<(GroupId, Vec<(u64, BrokerId)>)> = (0..6u64)
+            .map(|p| {
+                let brokers = [1, 2, 3].map(|i| BrokerId(((p as u32 + i - 1) % 3) + 1));
+                (
+                    GroupId(1024 + p),
+                    brokers
+                        .iter()
+                        .enumerate()
+                        .map(|(k, b)| (p * 10 + k as u64, *b))
+                        .collect(),
+                )
+            })
+            .collect();
+        let candidates = brokers(&[
+            (1, None, 0, 0),
+            (2, None, 0, 0),
+            (3, None, 0, 0),
+            (4, None, 0, 0),
+        ]);
+        let moves = rebalance(&candidates, &partitions);
+        let mut placed = partitions.clone();
+        for m in &moves {
+            let (_, replicas) = placed.iter_mut().find(|(g, _)| *g == m.group).unwrap();
+            let slot = replicas
+                .iter_mut()
+                .find(|(id, _)| *id == m.old_node_id)
+                .unwrap();
+            slot.1 = m.to;
+        }
+        for (group, node) in leader_moves(&candidates, &placed) {
+            let (_, replicas) = placed.iter_mut().find(|(g, _)| *g == group).unwrap();
+            let at = replicas.iter().position(|(id, _)| *id == node).unwrap();
+            let chosen = replicas.remove(at);
+            replicas.insert(0, chosen);
+        }
+        let mut leads = BTreeMap::<BrokerId, usize>::new();
+        let mut load = BTreeMap::<BrokerId, usize>::new();
+        for (_, replicas) in &placed {
+            *leads.entry(replicas[0].1).or_default() += 1;
+            for (_, b) in replicas {
+                *load.entry(*b).or_default() += 1;
+            }
+        }
+        assert_eq!(leads.len(), 4, "every broker leads: {leads:?}");
+        assert!(leads.values().all(|n| (1..=2).contains(n)), "{leads:?}");
+        assert!(load.values().all(|n| (4..=5).contains(n)), "{load:?}");
     }
 }

@@ -75,6 +75,11 @@ pub enum MetaCommand {
         broker: BrokerId,
         draining: bool,
     },
+    /// Make replica `node_id` the partition's preferred leader (first in its replica list).
+    SetPreferredLeader {
+        group: GroupId,
+        node_id: u64,
+    },
 }
 
 impl std::fmt::Display for MetaCommand {
@@ -95,6 +100,9 @@ impl std::fmt::Display for MetaCommand {
             ),
             Self::SetDraining { broker, draining } => {
                 write!(f, "set broker {broker} draining={draining}")
+            }
+            Self::SetPreferredLeader { group, node_id } => {
+                write!(f, "prefer replica {node_id} to lead group {group}")
             }
         }
     }
@@ -167,6 +175,22 @@ impl ClusterState {
                 Some(_) => (MetaResponse::Done, vec![]),
                 None => (MetaResponse::Stale, vec![]),
             },
+            MetaCommand::SetPreferredLeader { group, node_id } => {
+                let found = self.topics.iter_mut().find_map(|(name, topic)| {
+                    let partition = topic.partitions.iter_mut().find(|p| p.group == group)?;
+                    let at = partition
+                        .replicas
+                        .iter()
+                        .position(|r| r.node_id == node_id)?;
+                    let replica = partition.replicas.remove(at);
+                    partition.replicas.insert(0, replica);
+                    Some(name.clone())
+                });
+                match found {
+                    Some(name) => (MetaResponse::Done, vec![Change::Topic(name)]),
+                    None => (MetaResponse::Stale, vec![]),
+                }
+            }
             MetaCommand::ReplaceReplica {
                 group,
                 old_node_id,

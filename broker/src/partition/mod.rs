@@ -91,6 +91,7 @@ pub struct Partition {
     store: Store,
     progress: watch::Receiver<Progress>,
     sequencer: producers::Sequencer,
+    applied_sequences: producers::AppliedSequences,
 }
 
 impl std::fmt::Debug for Partition {
@@ -115,6 +116,7 @@ impl Partition {
             let log = RocksLogStore::<PartitionTypes>::new(context.store.clone(), spec.group);
             let state_machine = PartitionStateMachine::open(context.store.clone(), spec.group)?;
             let progress = state_machine.progress();
+            let applied_sequences = state_machine.applied_sequences();
             let network = GrpcNetworkFactory::new(context.peers.clone(), spec.group, spec.node_id);
             let raft = openraft::Raft::new(
                 spec.node_id,
@@ -159,6 +161,7 @@ impl Partition {
                 progress,
                 spec,
                 sequencer: producers::Sequencer::default(),
+                applied_sequences,
             }))
         }
         .instrument(span)
@@ -179,6 +182,7 @@ impl Partition {
         batch: StoredBatch,
         timeout: Duration,
     ) -> Result<Appended, BrokerError> {
+        let header_of_refused = batch.header();
         let write = async {
             let producer = batch.header().ok().filter(|h| h.producer_id != 0);
             let Some(header) = producer else {
@@ -197,6 +201,10 @@ impl Partition {
                     header.base_sequence,
                     header.record_count,
                     producers::REORDER_WAIT.min(timeout),
+                    |producer| {
+                        let applied = self.applied_sequences.lock().expect("sequences lock");
+                        applied.get(&producer).copied()
+                    },
                 )
                 .await;
             let (responder, applied) = openraft::impls::ProgressResponder::complete_only();
@@ -216,6 +224,9 @@ impl Partition {
             Ok(Ok(response)) => match response.data {
                 ApplyResult::Appended(appended) => Ok(appended),
                 ApplyResult::OutOfOrderSequence { expected, got } => {
+                    if let Ok(header) = header_of_refused {
+                        self.sequencer.correct(header.producer_id, expected);
+                    }
                     Err(BrokerError::OutOfOrderSequence {
                         topic: self.spec.topic.to_string(),
                         partition: self.spec.partition.0,

@@ -110,6 +110,20 @@ impl Producers {
     }
 }
 
+/// Each producer's next sequence as applied, shared by the state machine (which updates it)
+/// with the leader's sequencer (which starts from it).
+pub type AppliedSequences = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u64, u32>>>;
+
+impl Producers {
+    /// Every producer's next sequence.
+    pub fn next_sequences(&self) -> std::collections::HashMap<u64, u32> {
+        self.by_id
+            .iter()
+            .filter_map(|(id, state)| Some((*id, state.next_sequence()?)))
+            .collect()
+    }
+}
+
 /// How long the leader holds back a batch that arrived ahead of its producer's sequence,
 /// waiting for the batches before it (requests on one connection may overtake each other).
 pub const REORDER_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
@@ -128,7 +142,7 @@ const SEQUENCER_CAPACITY: usize = 10_000;
 
 impl Sequencer {
     /// Waits (at most `wait`) until the batch is next in its producer's sequence: until the
-    /// batches before it were handed to Raft. The returned turn marks the batch handed over
+    /// batches before it were handed to Raft (in this term). The returned turn marks the batch handed over
     /// when dropped, so drop it right after submitting. A batch behind the sequence (a retry)
     /// goes at once.
     pub async fn admit(
@@ -138,6 +152,7 @@ impl Sequencer {
         base_sequence: u32,
         record_count: u32,
         wait: std::time::Duration,
+        applied: impl Fn(u64) -> Option<u32>,
     ) -> SequenceTurn<'_> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -147,7 +162,11 @@ impl Sequencer {
                 if next.0 != term || next.1.len() >= SEQUENCER_CAPACITY {
                     *next = (term, std::collections::HashMap::new());
                 }
-                let expected = next.1.get(&producer_id).copied().unwrap_or(0);
+                // A producer not seen in this term starts where the applied log left it.
+                let expected = *next
+                    .1
+                    .entry(producer_id)
+                    .or_insert_with(|| applied(producer_id).unwrap_or(0));
                 let ahead = base_sequence.wrapping_sub(expected);
                 if ahead == 0 || ahead >= 1 << 31 || tokio::time::Instant::now() >= deadline {
                     break;
@@ -163,6 +182,19 @@ impl Sequencer {
             producer_id,
             end: base_sequence.wrapping_add(record_count),
         }
+    }
+}
+
+impl Sequencer {
+    /// The state machine refused a batch of `producer_id` and expects `expected` next: later
+    /// batches wait for that one.
+    pub fn correct(&self, producer_id: u64, expected: u32) {
+        self.next
+            .lock()
+            .expect("sequencer lock")
+            .1
+            .insert(producer_id, expected);
+        self.proposed.notify_waiters();
     }
 }
 
@@ -264,12 +296,14 @@ mod tests {
     async fn the_sequencer_lets_batches_through_in_sequence_order() {
         let sequencer = std::sync::Arc::new(Sequencer::default());
         let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        // Batch 2 and 1 arrive before batch 0.
+        // The producer's first batch (a new producer starts at 0) goes at once.
+        drop(sequencer.admit(1, 7, 0, 10, REORDER_WAIT, |_| None).await);
+        // Batches 3 and 2 arrive before batch 1.
         let mut tasks = Vec::new();
-        for seq in [20u32, 10] {
+        for seq in [30u32, 20] {
             let (sequencer, order) = (sequencer.clone(), order.clone());
             tasks.push(tokio::spawn(async move {
-                let turn = sequencer.admit(1, 7, seq, 10, REORDER_WAIT).await;
+                let turn = sequencer.admit(1, 7, seq, 10, REORDER_WAIT, |_| None).await;
                 order.lock().unwrap().push(seq);
                 drop(turn);
             }));
@@ -280,23 +314,35 @@ mod tests {
             order.lock().unwrap().is_empty(),
             "ahead of the sequence: held"
         );
-        let turn = sequencer.admit(1, 7, 0, 10, REORDER_WAIT).await;
-        order.lock().unwrap().push(0);
+        let turn = sequencer.admit(1, 7, 10, 10, REORDER_WAIT, |_| None).await;
+        order.lock().unwrap().push(10);
         drop(turn);
         for task in tasks {
             task.await.unwrap();
         }
         let order = order.lock().unwrap().clone();
-        assert_eq!(order, vec![0, 10, 20]);
+        assert_eq!(order, vec![10, 20, 30]);
         // A retry of an old batch is not held; a gap is held only for the wait.
         let started = tokio::time::Instant::now();
-        drop(sequencer.admit(1, 7, 0, 10, REORDER_WAIT).await);
+        drop(sequencer.admit(1, 7, 0, 10, REORDER_WAIT, |_| None).await);
         assert!(started.elapsed() < std::time::Duration::from_millis(100));
         drop(
             sequencer
-                .admit(1, 7, 100, 1, std::time::Duration::from_millis(50))
+                .admit(1, 7, 100, 1, std::time::Duration::from_millis(50), |_| None)
                 .await,
         );
         assert!(started.elapsed() >= std::time::Duration::from_millis(50));
+        // A new term starts from the applied sequence.
+        let started = tokio::time::Instant::now();
+        drop(
+            sequencer
+                .admit(2, 7, 500, 1, REORDER_WAIT, |_| Some(500))
+                .await,
+        );
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        // A refused batch resets the expectation to what the state machine wants.
+        sequencer.correct(7, 400);
+        drop(sequencer.admit(2, 7, 400, 1, REORDER_WAIT, |_| None).await);
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
     }
 }

@@ -22,7 +22,7 @@ use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::producers::{Producers, RecentBatch, Sequence};
+use super::producers::{AppliedSequences, Producers, RecentBatch, Sequence};
 use super::types::{
     Appended, ApplyResult, LogId, PartitionCommand, PartitionTypes, Snapshot, SnapshotMeta,
     StoredMembership,
@@ -102,6 +102,7 @@ pub struct PartitionStateMachine {
     group: GroupId,
     state: AppliedState,
     producers: Producers,
+    applied_sequences: AppliedSequences,
     progress: watch::Sender<Progress>,
 }
 
@@ -121,14 +122,21 @@ impl PartitionStateMachine {
             .get_tagged(CF_SM_META, group, meta_tag::APPLIED)?
             .unwrap_or_default();
         let producers = load_producers(&store, group)?;
+        let applied_sequences = AppliedSequences::new(producers.next_sequences().into());
         let (progress, _) = watch::channel(progress_of(&state));
         Ok(Self {
             store,
             group,
             state,
             producers,
+            applied_sequences,
             progress,
         })
+    }
+
+    /// Each producer's next sequence as applied (for the leader's sequencer).
+    pub fn applied_sequences(&self) -> AppliedSequences {
+        self.applied_sequences.clone()
     }
 
     /// A receiver of the published positions.
@@ -162,7 +170,10 @@ impl PartitionStateMachine {
             record_count,
             base_offset,
         };
+        let mut applied = self.applied_sequences.lock().expect("sequences lock");
+        applied.insert(producer, base_sequence.wrapping_add(record_count));
         if let Some(evicted) = self.producers.record(producer, recent, index) {
+            applied.remove(&evicted);
             batch.delete_cf(self.store.cf(CF_SM_META), producer_key(self.group, evicted));
         }
         let state = &self.producers.by_id[&producer];
@@ -363,6 +374,7 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
             );
         }
         self.producers = snapshot.producers.clone();
+        *self.applied_sequences.lock().expect("sequences lock") = self.producers.next_sequences();
         // Every offset below the snapshot's next offset is covered by it.
         batch.delete_range_cf(
             self.store.cf(CF_OFFSET_INDEX),
