@@ -193,7 +193,9 @@ pub fn leader_moves(
     if leads.is_empty() {
         return Vec::new();
     }
-    let mut preferred: Vec<(GroupId, Vec<(u64, BrokerId)>, BrokerId)> = Vec::new();
+    /// A partition's replicas and the broker it prefers to lead it.
+    type Preferred = (GroupId, Vec<(u64, BrokerId)>, BrokerId);
+    let mut preferred: Vec<Preferred> = Vec::new();
     for (group, replicas) in partitions {
         let Some((_, first)) = replicas.first() else {
             continue;

@@ -438,9 +438,15 @@ async fn decommissioned_broker_ends_empty_under_load_and_nothing_is_lost() -> an
 
         // Stopping it now leaves nothing under-replicated.
         cluster.broker(2).terminate().await?;
-        let status = client.cluster_status().await?;
-        assert!(status.under_replicated.is_empty(), "{status:?}");
-        assert!(status.offline.is_empty(), "{status:?}");
+        wait_until(
+            "every partition led and in sync without broker 2",
+            Duration::from_secs(10),
+            || async {
+                let status = client.cluster_status().await.ok()?;
+                (status.under_replicated.is_empty() && status.offline.is_empty()).then_some(())
+            },
+        )
+        .await?;
         replicas_identical(cluster, &client, "moves", Duration::from_secs(30)).await?;
         Ok(())
     })
