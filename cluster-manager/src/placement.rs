@@ -102,6 +102,19 @@ pub fn replacement(candidates: &[Candidate], others: &[BrokerId]) -> Option<Brok
         .map(|c| c.id)
 }
 
+/// The most loaded broker and its count (ties: lowest id), unless every broker is within
+/// `floor(avg)..=ceil(avg)` already.
+fn most_loaded_if_uneven(counts: &BTreeMap<BrokerId, usize>) -> Option<(BrokerId, usize)> {
+    let total: usize = counts.values().sum();
+    let ceil = total.div_ceil(counts.len().max(1));
+    let floor = total / counts.len().max(1);
+    let (&most, &max) = counts
+        .iter()
+        .max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id)))?;
+    let min = counts.values().min().copied().unwrap_or(0);
+    (max > ceil || min < floor).then_some((most, max))
+}
+
 /// A replica to move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Move {
@@ -130,23 +143,12 @@ pub fn rebalance(
             }
         }
     }
-    let total: usize = load.values().sum();
-    let ceil = total.div_ceil(load.len());
-    let floor = total / load.len();
     let mut placed: Vec<(GroupId, Vec<(u64, BrokerId)>)> = partitions.to_vec();
     let mut moves = Vec::new();
     loop {
-        let (&from, &most) = load
-            .iter()
-            .max_by_key(|(id, count)| (**count, std::cmp::Reverse(**id)))
-            .expect("candidates are not empty");
-        let (_, &least) = load
-            .iter()
-            .min_by_key(|(id, count)| (**count, **id))
-            .expect("candidates are not empty");
-        if most <= ceil && least >= floor {
+        let Some((from, most)) = most_loaded_if_uneven(&load) else {
             return moves;
-        }
+        };
         // The first partition on `from` that some under-loaded broker can take, preferring one
         // `from` does not lead (a moved replica keeps its position, leadership preference
         // included; [`leader_moves`] evens those out).
@@ -205,22 +207,11 @@ pub fn leader_moves(
             preferred.push((*group, replicas.clone(), *first));
         }
     }
-    let total: usize = leads.values().sum();
-    let ceil = total.div_ceil(leads.len());
-    let floor = total / leads.len();
     let mut moves = Vec::new();
     loop {
-        let (&most, &max) = leads
-            .iter()
-            .max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id)))
-            .expect("not empty");
-        let (_, &min) = leads
-            .iter()
-            .min_by_key(|(id, n)| (**n, **id))
-            .expect("not empty");
-        if max <= ceil && min >= floor {
+        let Some((most, max)) = most_loaded_if_uneven(&leads) else {
             return moves;
-        }
+        };
         let found = preferred.iter_mut().find_map(|(group, replicas, leader)| {
             if *leader != most {
                 return None;

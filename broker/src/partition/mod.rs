@@ -182,9 +182,9 @@ impl Partition {
         batch: StoredBatch,
         timeout: Duration,
     ) -> Result<Appended, BrokerError> {
-        let header_of_refused = batch.header();
+        // An idempotent producer's batch (parsed once; the header was validated upstream).
+        let producer = batch.header().ok().filter(|h| h.producer_id != 0);
         let write = async {
-            let producer = batch.header().ok().filter(|h| h.producer_id != 0);
             let Some(header) = producer else {
                 return self
                     .raft
@@ -224,7 +224,7 @@ impl Partition {
             Ok(Ok(response)) => match response.data {
                 ApplyResult::Appended(appended) => Ok(appended),
                 ApplyResult::OutOfOrderSequence { expected, got } => {
-                    if let Ok(header) = header_of_refused {
+                    if let Some(header) = producer {
                         self.sequencer.correct(header.producer_id, expected);
                     }
                     Err(BrokerError::OutOfOrderSequence {
@@ -421,7 +421,9 @@ impl Partition {
 
     /// The leader's broker address, when this replica follows a known leader.
     pub fn leader_address(&self) -> Option<(u64, String)> {
-        let metrics = self.raft.metrics().borrow_watched().clone();
+        // Called for every hosted partition on each peer probe: read in place, no clone.
+        let receiver = self.raft.metrics();
+        let metrics = receiver.borrow_watched();
         let leader = metrics.current_leader?;
         if leader == self.spec.node_id {
             return None;
