@@ -6,7 +6,7 @@
 //! offset size field
 //!      0    1 magic (1)
 //!      1    4 crc32c, big-endian, of every byte after this field
-//!      5    1 compression codec (0: none)
+//!      5    1 compression codec of the records section (0: none, 1: LZ4 frame, 2: zstd frame)
 //!      6    1 flags (0)
 //!      7    4 record count
 //!     11    8 first timestamp (ms)
@@ -17,11 +17,15 @@
 //!     43      records
 //! ```
 //!
+//! A compressed batch stores the records section as the producer compressed it; the length and
+//! the checksum cover the compressed bytes, and reads decompress.
+//!
 //! Offsets are not stored: a batch's base offset is assigned when its entry is applied.
 
 use std::fmt;
 
 use bytes::{Buf, Bytes};
+use mq_common::compression::{Compression, CompressionError};
 use mq_common::records::{self, EncodedSummary, Record};
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +33,8 @@ const MAGIC: u8 = 1;
 const CRC_RANGE_START: usize = 5;
 /// Bytes before the records section.
 pub const HEADER_LEN: usize = 43;
+/// The most a compressed records section may expand to (the largest gRPC message).
+pub const MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
 
 /// The idempotent producer and sequence a batch carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -64,8 +70,8 @@ pub enum BatchError {
     ChecksumMismatch { stored: u32, computed: u32 },
     #[error("batch records section is {actual} bytes, header says {declared}")]
     LengthMismatch { declared: usize, actual: usize },
-    #[error("unsupported compression codec {0}")]
-    UnsupportedCodec(u8),
+    #[error(transparent)]
+    Compression(#[from] CompressionError),
     #[error(transparent)]
     Records(#[from] records::DecodeError),
 }
@@ -154,13 +160,39 @@ impl StoredBatch {
             return Self::build(&decoded, now_ms, None, producer);
         }
         Ok(Self::with_header(
-            encoded,
+            (encoded, Compression::None),
             count,
             summary.first_timestamp_ms,
             summary.max_timestamp_ms,
             crc,
             producer,
         ))
+    }
+
+    /// A batch from records sent compressed with `codec`: `plain` is their decompressed form,
+    /// as checked by [`records::scan_records`], and `crc` the CRC-32C of `compressed`. Stored
+    /// compressed, unless some record needs the broker's timestamp.
+    pub fn from_compressed(
+        (compressed, codec): (Bytes, Compression),
+        plain: Vec<u8>,
+        count: usize,
+        summary: &EncodedSummary,
+        (now_ms, crc): (i64, u32),
+        producer: ProducerSeq,
+    ) -> Self {
+        if summary.unstamped {
+            let decoded = records::decode_records(Bytes::from(plain), count)
+                .expect("scan_records accepted these bytes");
+            return Self::build(&decoded, now_ms, None, producer).expect("no checksum to mismatch");
+        }
+        Self::with_header(
+            (compressed, codec),
+            count,
+            summary.first_timestamp_ms,
+            summary.max_timestamp_ms,
+            crc,
+            producer,
+        )
     }
 
     fn assemble(
@@ -172,12 +204,19 @@ impl StoredBatch {
     ) -> Self {
         let first = stamped.first().map_or(0, |r| r.timestamp_ms);
         let max = stamped.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
-        Self::with_header(encoded, count, first, max, records_crc, producer)
+        Self::with_header(
+            (encoded, Compression::None),
+            count,
+            first,
+            max,
+            records_crc,
+            producer,
+        )
     }
 
     /// Adds the header to a records section whose CRC-32C is `records_crc`.
     fn with_header(
-        records: Bytes,
+        (records, codec): (Bytes, Compression),
         count: usize,
         first_timestamp_ms: i64,
         max_timestamp_ms: i64,
@@ -186,7 +225,7 @@ impl StoredBatch {
     ) -> Self {
         let mut header = [0u8; HEADER_LEN];
         header[0] = MAGIC;
-        header[5] = 0; // codec: none
+        header[5] = codec.id();
         header[6] = 0; // flags
         header[7..11].copy_from_slice(&(count as u32).to_be_bytes());
         header[11..19].copy_from_slice(&first_timestamp_ms.to_be_bytes());
@@ -249,9 +288,7 @@ impl StoredBatch {
         let producer_id = header.get_u64();
         let base_sequence = header.get_u32();
         let records_len = header.get_u32() as usize;
-        if codec != 0 {
-            return Err(BatchError::UnsupportedCodec(codec));
-        }
+        let compression = Compression::from_id(codec)?;
         if self.records.len() != records_len {
             return Err(BatchError::LengthMismatch {
                 declared: records_len,
@@ -260,6 +297,7 @@ impl StoredBatch {
         }
         Ok(BatchHeader {
             crc,
+            compression,
             record_count,
             first_timestamp_ms,
             max_timestamp_ms,
@@ -287,8 +325,12 @@ impl StoredBatch {
     /// Verifies the batch and decodes its records (sharing this batch's buffer).
     pub fn records(&self) -> Result<Vec<Record>, BatchError> {
         let header = self.verify()?;
+        let section = match header.compression {
+            Compression::None => self.records.clone(),
+            codec => Bytes::from(codec.decompress(&self.records, MAX_DECOMPRESSED_BYTES)?),
+        };
         Ok(records::decode_records(
-            self.records.clone(),
+            section,
             header.record_count as usize,
         )?)
     }
@@ -298,6 +340,8 @@ impl StoredBatch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {
     pub crc: u32,
+    /// How the records section is compressed.
+    pub compression: Compression,
     pub record_count: u32,
     pub first_timestamp_ms: i64,
     pub max_timestamp_ms: i64,

@@ -8,13 +8,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::Stream;
+use mq_common::compression::Compression;
 use mq_common::error::LeaderHint;
 use mq_common::ids::{PartitionId, TopicName};
 use mq_common::partitioner::partition_for_key;
 use mq_common::records::{self, Record, records_crc32c};
 use mq_common::shutdown::CancellationToken;
 
-use crate::batch::{ProducerSeq, StoredBatch};
+use crate::batch::{ChecksumMismatch, MAX_DECOMPRESSED_BYTES, ProducerSeq, StoredBatch};
 use crate::cluster_link::ClusterLink;
 use crate::config::Limits;
 use crate::error::BrokerError;
@@ -39,8 +40,12 @@ pub struct ProduceBatch {
 pub enum BatchRecords {
     /// As messages (the broker encodes them, and may split them by key).
     Decoded(Vec<Record>),
-    /// Already in the canonical encoding, for one named partition.
-    Encoded { bytes: Bytes, count: u32 },
+    /// Already in the canonical encoding, for one named partition, maybe compressed.
+    Encoded {
+        bytes: Bytes,
+        count: u32,
+        compression: Compression,
+    },
 }
 
 /// The outcome of the records of one batch that went to one partition.
@@ -146,13 +151,17 @@ impl Broker {
                     )?;
                     parts.extend(stored);
                 }
-                BatchRecords::Encoded { bytes, count } => {
+                BatchRecords::Encoded {
+                    bytes,
+                    count,
+                    compression,
+                } => {
                     let part = self.prepare_encoded(
                         topic,
                         &hosted,
                         batch_index,
                         (batch.partition, batch.crc32c),
-                        (bytes, count),
+                        (bytes, count, compression),
                         (now_ms, batch.producer),
                     )?;
                     parts.push(part);
@@ -234,14 +243,15 @@ impl Broker {
         Ok(parts)
     }
 
-    /// Validates records sent encoded and wraps them, as sent, into a stored batch.
+    /// Validates records sent encoded (and maybe compressed) and wraps them, as sent, into a
+    /// stored batch.
     fn prepare_encoded(
         &self,
         topic: &TopicName,
         hosted: &HostedTopic,
         batch_index: usize,
         (partition, sent_crc): (Option<u32>, Option<u32>),
-        (bytes, count): (Bytes, u32),
+        (bytes, count, compression): (Bytes, u32, Compression),
         (now_ms, producer): (i64, ProducerSeq),
     ) -> Result<(usize, u32, u32, StoredBatch), BrokerError> {
         let partition = partition.ok_or_else(|| {
@@ -251,21 +261,45 @@ impl Broker {
             )
         })?;
         check_partition(topic, hosted, partition)?;
-        let summary = records::scan_records(&bytes, count as usize).map_err(|err| {
-            BrokerError::invalid(
-                format!("batches[{batch_index}].encoded_records"),
-                err.to_string(),
-            )
-        })?;
-        let (record, size) = summary.largest;
-        check_record_size(topic, hosted, batch_index, record, size)?;
-        let stored =
+        let invalid = |reason: String| {
+            BrokerError::invalid(format!("batches[{batch_index}].encoded_records"), reason)
+        };
+        let corrupt = |mismatch: ChecksumMismatch| BrokerError::CorruptBatch {
+            batch: batch_index,
+            sent: mismatch.sent,
+            computed: mismatch.computed,
+        };
+        let stored = if compression == Compression::None {
+            let summary = records::scan_records(&bytes, count as usize)
+                .map_err(|e| invalid(e.to_string()))?;
+            let (record, size) = summary.largest;
+            check_record_size(topic, hosted, batch_index, record, size)?;
             StoredBatch::from_encoded(bytes, count as usize, &summary, now_ms, sent_crc, producer)
-                .map_err(|mismatch| BrokerError::CorruptBatch {
-                    batch: batch_index,
-                    sent: mismatch.sent,
-                    computed: mismatch.computed,
-                })?;
+                .map_err(corrupt)?
+        } else {
+            let crc = crc32c::crc32c(&bytes);
+            if let Some(sent) = sent_crc.filter(|sent| *sent != crc) {
+                return Err(corrupt(ChecksumMismatch {
+                    sent,
+                    computed: crc,
+                }));
+            }
+            let plain = compression
+                .decompress(&bytes, MAX_DECOMPRESSED_BYTES)
+                .map_err(|e| invalid(e.to_string()))?;
+            let summary = records::scan_records(&plain, count as usize)
+                .map_err(|e| invalid(e.to_string()))?;
+            let (record, size) = summary.largest;
+            check_record_size(topic, hosted, batch_index, record, size)?;
+            StoredBatch::from_compressed(
+                (bytes, compression),
+                plain,
+                count as usize,
+                &summary,
+                (now_ms, crc),
+                producer,
+            )
+        };
         self.check_batch_size(batch_index, &stored)?;
         Ok((batch_index, partition, count, stored))
     }

@@ -6,6 +6,7 @@
 //!   `tonic::Status` (with `google.rpc.ErrorInfo` details), both ways.
 //! - [`config`]: loading a TOML config file with `MQ_...__...` environment and flag overrides.
 //! - [`partitioner`]: the standard key hash that maps a record key to a partition.
+//! - [`compression`]: the batch codecs (none, LZ4 frame, Zstandard frame).
 //! - [`records`]: the record type and its canonical encoding (what `crc32c` covers).
 //! - [`server`]: `[server]` settings, binding, health, reflection and serving, the same in
 //!   every server binary.
@@ -13,6 +14,7 @@
 //!
 //! It must not depend on RocksDB, openraft or any service crate.
 
+pub mod compression;
 pub mod config;
 pub mod error;
 pub mod ids;

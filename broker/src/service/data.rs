@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use mq_common::compression::Compression;
 use mq_common::error::ApiError;
 use mq_proto::v1 as pb;
 use mq_proto::v1::broker_server::{Broker as BrokerRpc, BrokerServer};
@@ -73,6 +74,12 @@ fn fetch_response(fetched: Fetched) -> pb::FetchResponse {
 
 /// One `PartitionBatch` as the broker takes it: records or encoded records, never both.
 fn produce_batch(i: usize, batch: pb::PartitionBatch) -> Result<ProduceBatch, BrokerError> {
+    if batch.compression != 0 && batch.encoded_records.is_empty() {
+        return Err(BrokerError::invalid(
+            format!("batches[{i}].compression"),
+            "requires encoded_records",
+        ));
+    }
     let records = match (batch.records.is_empty(), batch.encoded_records.is_empty()) {
         (false, true) => {
             BatchRecords::Decoded(batch.records.into_iter().map(from_record).collect())
@@ -84,6 +91,7 @@ fn produce_batch(i: usize, batch: pb::PartitionBatch) -> Result<ProduceBatch, Br
             ));
         }
         (true, false) => BatchRecords::Encoded {
+            compression: compression(i, batch.compression)?,
             bytes: batch.encoded_records,
             count: batch.record_count,
         },
@@ -115,6 +123,17 @@ fn produce_batch(i: usize, batch: pb::PartitionBatch) -> Result<ProduceBatch, Br
             base_sequence: batch.base_sequence,
         },
     })
+}
+
+fn compression(i: usize, codec: i32) -> Result<Compression, BrokerError> {
+    pb::Compression::try_from(codec)
+        .map(Compression::from_proto)
+        .map_err(|_| {
+            BrokerError::invalid(
+                format!("batches[{i}].compression"),
+                format!("unknown codec {codec}"),
+            )
+        })
 }
 
 type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;

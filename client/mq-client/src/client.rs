@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use mq_common::compression::Compression;
 use mq_common::error::{ApiError, ErrorCode};
 use mq_common::partitioner::partition_for_key;
 use mq_common::records::{Record, encode_records};
@@ -89,14 +90,14 @@ struct PartitionSequence {
     /// broker never saw the sequence it skipped, so later batches start a new sequence.
     next: Mutex<(u64, u32)>,
     /// Bounds the batches in flight, so a retry is always within the broker's memory.
-    in_flight: tokio::sync::Semaphore,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl PartitionSequence {
     fn new() -> Self {
         Self {
             next: Mutex::new((new_producer_id(), 0)),
-            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_PARTITION),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_PARTITION)),
         }
     }
 
@@ -108,6 +109,10 @@ impl PartitionSequence {
         taken
     }
 
+    fn producer_id(&self) -> u64 {
+        self.next.lock().expect("sequence lock").0
+    }
+
     /// Starts a new sequence after a batch of `producer_id` failed for good.
     fn reset(&self, producer_id: u64) {
         let mut next = self.next.lock().expect("sequence lock");
@@ -115,6 +120,25 @@ impl PartitionSequence {
             *next = (new_producer_id(), 0);
         }
     }
+}
+
+/// Records of one partition in the canonical encoding (see `mq.v1.PartitionBatch`), maybe
+/// compressed: what a batching producer sends.
+#[derive(Debug, Clone)]
+pub struct EncodedBatch {
+    pub bytes: Bytes,
+    pub record_count: u32,
+    pub compression: Compression,
+}
+
+/// A batch's place in its partition's produce order (see [`Client::reserve`]); it holds one
+/// of the partition's in-flight slots until dropped.
+#[derive(Debug)]
+pub struct ProduceSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    sequence: Arc<PartitionSequence>,
+    producer_id: u64,
+    base_sequence: u32,
 }
 
 /// A random nonzero producer id.
@@ -127,7 +151,8 @@ fn new_producer_id() -> u64 {
     }
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch, by this machine's clock.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -207,20 +232,22 @@ impl Client {
         F: FnMut(Duration) -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
     {
-        self.retrying_if(reroutable, attempt).await
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        self.retrying_until(deadline, reroutable, attempt).await
     }
 
-    /// [`Self::retrying`], retrying the errors `retry` accepts.
-    async fn retrying_if<T, F, Fut>(
+    /// [`Self::retrying`] until `deadline`, retrying the errors `retry` accepts.
+    async fn retrying_until<T, F, Fut>(
         &self,
-        retry: fn(&ClientError) -> bool,
+        deadline: Instant,
+        retry: impl Fn(&ClientError) -> bool,
         mut attempt: F,
     ) -> Result<T, ClientError>
     where
         F: FnMut(Duration) -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
     {
-        let deadline = Instant::now() + self.inner.config.request_timeout;
+        let started = Instant::now();
         let mut backoff = self.inner.config.retry_backoff;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -228,7 +255,7 @@ impl Client {
                 Ok(outcome) => outcome,
                 Err(_) => Err(ApiError::new(
                     ErrorCode::Timeout,
-                    format!("no answer within {:?}", self.inner.config.request_timeout),
+                    format!("no answer within {:?}", started.elapsed()),
                 )
                 .into()),
             };
@@ -432,49 +459,93 @@ impl Client {
                 encode_records([record], &mut encoded);
             }
         }
-        let crc32c = self
-            .inner
-            .config
-            .send_checksums
-            .then(|| crc32c::crc32c(&encoded));
-        let count = records.len() as u32;
-        let mut batch = pb::PartitionBatch {
-            partition: Some(partition),
-            records: Vec::new(),
-            crc32c,
-            encoded_records: Bytes::from(encoded),
-            record_count: count,
-            producer_id: 0,
-            base_sequence: 0,
+        let batch = EncodedBatch {
+            bytes: Bytes::from(encoded),
+            record_count: records.len() as u32,
+            compression: Compression::None,
         };
-        if !self.inner.config.idempotent {
-            return self.send_batch(topic, partition, batch, reroutable).await;
-        }
-        let sequence = self.partition_sequence(topic, partition);
-        let _permit = sequence
-            .in_flight
-            .acquire()
+        let slot = self.reserve(topic, partition, batch.record_count).await;
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        self.send_reserved(topic, partition, slot, batch, deadline)
             .await
-            .expect("the semaphore is never closed");
-        (batch.producer_id, batch.base_sequence) = sequence.take(count);
-        // Every retryable error is safe to retry: the broker recognises a batch it appended.
-        let outcome = self
-            .send_batch(topic, partition, batch.clone(), ClientError::is_retryable)
-            .await;
-        if outcome.is_err() {
-            sequence.reset(batch.producer_id);
-        }
-        outcome
     }
 
-    fn partition_sequence(&self, topic: &str, partition: u32) -> Arc<PartitionSequence> {
-        self.inner
+    /// Takes the next place in a partition's produce order for a batch of `record_count`
+    /// records, waiting while [`MAX_IN_FLIGHT_PER_PARTITION`] batches are in flight. Batches
+    /// of one partition reserved in a given order are appended in that order when idempotent.
+    pub async fn reserve(&self, topic: &str, partition: u32, record_count: u32) -> ProduceSlot {
+        let sequence = self
+            .inner
             .sequences
             .lock()
             .expect("sequences lock")
             .entry((topic.to_owned(), partition))
             .or_insert_with(|| Arc::new(PartitionSequence::new()))
+            .clone();
+        let permit = sequence
+            .in_flight
             .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let (producer_id, base_sequence) = if self.inner.config.idempotent {
+            sequence.take(record_count)
+        } else {
+            (0, 0)
+        };
+        ProduceSlot {
+            _permit: permit,
+            sequence,
+            producer_id,
+            base_sequence,
+        }
+    }
+
+    /// Sends a batch in the place `slot` reserved, retrying until `deadline`; returns the
+    /// offset of its first record. Idempotent (the default): every retryable error is
+    /// retried, since the broker recognises a batch it appended; a batch fails at once when
+    /// an earlier batch of the partition failed for good (its place in the order is gone).
+    pub async fn send_reserved(
+        &self,
+        topic: &str,
+        partition: u32,
+        slot: ProduceSlot,
+        batch: EncodedBatch,
+        deadline: Instant,
+    ) -> Result<u64, ClientError> {
+        let crc32c = self
+            .inner
+            .config
+            .send_checksums
+            .then(|| crc32c::crc32c(&batch.bytes));
+        let request_batch = pb::PartitionBatch {
+            partition: Some(partition),
+            records: Vec::new(),
+            crc32c,
+            encoded_records: batch.bytes,
+            record_count: batch.record_count,
+            producer_id: slot.producer_id,
+            base_sequence: slot.base_sequence,
+            compression: batch.compression.to_proto().into(),
+        };
+        if slot.producer_id == 0 {
+            return self
+                .send_batch(topic, partition, request_batch, deadline, reroutable)
+                .await;
+        }
+        let sequence = &slot.sequence;
+        let retry = |error: &ClientError| {
+            error.is_retryable()
+                && !(error.code() == ErrorCode::OutOfOrderSequence
+                    && sequence.producer_id() != slot.producer_id)
+        };
+        let outcome = self
+            .send_batch(topic, partition, request_batch, deadline, retry)
+            .await;
+        if outcome.is_err() {
+            sequence.reset(slot.producer_id);
+        }
+        outcome
     }
 
     /// Sends one batch to the partition leader, retrying errors `retry` accepts.
@@ -483,9 +554,10 @@ impl Client {
         topic: &str,
         partition: u32,
         batch: pb::PartitionBatch,
-        retry: fn(&ClientError) -> bool,
+        deadline: Instant,
+        retry: impl Fn(&ClientError) -> bool,
     ) -> Result<u64, ClientError> {
-        self.retrying_if(retry, |left| {
+        self.retrying_until(deadline, retry, |left| {
             let request = pb::ProduceRequest {
                 topic: topic.to_owned(),
                 batches: vec![batch.clone()],
@@ -518,13 +590,29 @@ impl Client {
         .await
     }
 
-    /// Reads records of a partition from `offset`.
+    /// Reads records of a partition from `offset`, on its leader.
     pub async fn fetch(
         &self,
         topic: &str,
         partition: u32,
         offset: u64,
         options: FetchOptions,
+    ) -> Result<FetchBatch, ClientError> {
+        self.fetch_near(topic, partition, offset, options, None)
+            .await
+    }
+
+    /// Reads records of a partition from `offset`, on a replica in `rack` when one is alive
+    /// there (a follower serves what the group has committed and it has applied), else on
+    /// the leader. A follower that cannot serve the offset yet (behind, restarting) is
+    /// skipped for the leader within the same attempt.
+    pub async fn fetch_near(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        options: FetchOptions,
+        rack: Option<&str>,
     ) -> Result<FetchBatch, ClientError> {
         let request = pb::FetchRequest {
             topic: topic.to_owned(),
@@ -537,6 +625,23 @@ impl Client {
         self.retrying(|_| {
             let request = request.clone();
             async move {
+                if let Some(address) = rack.and_then(|rack| {
+                    self.inner
+                        .metadata
+                        .read()
+                        .expect("metadata lock")
+                        .replica_in_rack(topic, partition, rack)
+                }) {
+                    match self.channel(&address) {
+                        Ok(channel) => match self.broker(channel).fetch(request.clone()).await {
+                            Ok(response) => return Ok(response.into_inner()),
+                            Err(status) => {
+                                tracing::debug!(%address, %status, "replica read failed, reading the leader");
+                            }
+                        },
+                        Err(error) => return Err(error),
+                    }
+                }
                 let outcome = async {
                     let channel = self.leader(topic, partition).await?;
                     Ok(self.broker(channel).fetch(request).await?.into_inner())

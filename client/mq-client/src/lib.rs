@@ -10,8 +10,7 @@
 //! - [`ClientError`]: every failure, with [`ClientError::code`] and
 //!   [`ClientError::is_retryable`] read from the server's error details, never from text.
 //!
-//! Without an idempotent producer (a later issue), a produce retried after a connection was
-//! lost mid-request may append the batch twice.
+//! Applications usually use the `mq-producer` and `mq-consumer` crates built on this one.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), mq_client::ClientError> {
@@ -34,10 +33,14 @@ mod metadata;
 mod subscription;
 mod types;
 
-pub use client::{Client, ClientConfig};
+pub use client::{
+    Client, ClientConfig, EncodedBatch, MAX_IN_FLIGHT_PER_PARTITION, ProduceSlot, now_ms,
+};
 pub use error::ClientError;
-pub use mq_common::error::ErrorCode;
-pub use mq_common::records::{Header, Record};
+pub use mq_common::compression::Compression;
+pub use mq_common::error::{ApiError, ErrorCode};
+pub use mq_common::partitioner::{key_hash, partition_for_key};
+pub use mq_common::records::{Header, Record, encode_records};
 pub use subscription::Subscription;
 pub use types::{
     BrokerInfo, BrokerStatus, ClusterStatus, ConsumedRecord, FetchBatch, FetchOptions,

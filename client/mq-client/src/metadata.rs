@@ -9,19 +9,34 @@ use mq_proto::v1 as pb;
 pub(crate) struct TopicRoute {
     /// The leading broker of each partition, by partition number, when known.
     pub leaders: Vec<Option<u32>>,
+    /// The brokers holding each partition's replicas, by partition number.
+    pub replicas: Vec<Vec<u32>>,
+}
+
+#[derive(Debug, Clone)]
+struct KnownBroker {
+    address: String,
+    rack: Option<String>,
+    alive: bool,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct MetadataCache {
-    brokers: HashMap<u32, String>,
+    brokers: HashMap<u32, KnownBroker>,
     topics: HashMap<String, TopicRoute>,
 }
 
 impl MetadataCache {
     pub fn update(&mut self, metadata: &pb::GetMetadataResponse) {
         for broker in &metadata.brokers {
-            self.brokers
-                .insert(broker.broker_id, broker.address.clone());
+            self.brokers.insert(
+                broker.broker_id,
+                KnownBroker {
+                    address: broker.address.clone(),
+                    rack: broker.rack.clone(),
+                    alive: broker.alive,
+                },
+            );
         }
         for topic in &metadata.topics {
             let count = topic
@@ -31,11 +46,13 @@ impl MetadataCache {
                 .max()
                 .unwrap_or(0);
             let mut leaders = vec![None; count as usize];
+            let mut replicas = vec![Vec::new(); count as usize];
             for partition in &topic.partitions {
                 leaders[partition.partition as usize] = partition.leader_id;
+                replicas[partition.partition as usize] = partition.replica_ids.clone();
             }
             self.topics
-                .insert(topic.name.clone(), TopicRoute { leaders });
+                .insert(topic.name.clone(), TopicRoute { leaders, replicas });
         }
     }
 
@@ -46,13 +63,35 @@ impl MetadataCache {
     /// The leader's address, when the cache knows it.
     pub fn leader_address(&self, topic: &str, partition: u32) -> Option<String> {
         let leader = (*self.topics.get(topic)?.leaders.get(partition as usize)?)?;
-        self.brokers.get(&leader).cloned()
+        self.brokers.get(&leader).map(|b| b.address.clone())
+    }
+
+    /// The address of a live replica of the partition on a broker in `rack`, when the cache
+    /// knows one (lowest broker id first, so every consumer in a rack picks the same one).
+    pub fn replica_in_rack(&self, topic: &str, partition: u32, rack: &str) -> Option<String> {
+        let replicas = self.topics.get(topic)?.replicas.get(partition as usize)?;
+        let mut ids: Vec<u32> = replicas.clone();
+        ids.sort_unstable();
+        ids.iter().find_map(|id| {
+            let broker = self.brokers.get(id)?;
+            (broker.alive && broker.rack.as_deref() == Some(rack)).then(|| broker.address.clone())
+        })
     }
 
     /// Records a leader learned from a `NOT_LEADER` error.
     pub fn set_leader(&mut self, topic: &str, partition: u32, leader: &LeaderHint) {
-        self.brokers
-            .insert(leader.broker_id, leader.address.clone());
+        let rack = self
+            .brokers
+            .get(&leader.broker_id)
+            .and_then(|b| b.rack.clone());
+        self.brokers.insert(
+            leader.broker_id,
+            KnownBroker {
+                address: leader.address.clone(),
+                rack,
+                alive: true,
+            },
+        );
         if let Some(slot) = self
             .topics
             .get_mut(topic)

@@ -1,0 +1,274 @@
+//! [`Consumer`]: assigned partitions, their positions, and the merged stream of records.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use mq_client::{Client, ClientConfig, ClientError, FetchOptions, OffsetSpec, Record};
+use tokio_stream::StreamMap;
+
+use crate::reader::{self, PartitionStream};
+
+/// How partitions are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadMode {
+    /// Pushed over `Subscribe` streams (flow-controlled); long-poll `Fetch` for partitions
+    /// read from a rack replica.
+    #[default]
+    Subscribe,
+    /// Long-poll `Fetch` calls only.
+    Fetch,
+}
+
+/// Consumer settings. [`ConsumerConfig::new`] gives the defaults listed per field.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Servers, timeouts and retry backoff of the underlying client.
+    pub client: ClientConfig,
+    pub read_mode: ReadMode,
+    /// Most records per fetch (0: the server's default, 10000).
+    pub fetch_max_records: u32,
+    /// About the most bytes per fetch (0: the server's default, 4 MiB).
+    pub fetch_max_bytes: u32,
+    /// How long a fetch at the end of the log waits for a record. Default 500 ms.
+    pub fetch_max_wait: Duration,
+    /// Read partitions from a live replica on a broker in this rack when there is one.
+    /// Default none: always the leader.
+    pub rack: Option<String>,
+}
+
+impl ConsumerConfig {
+    pub fn new(servers: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            client: ClientConfig::new(servers),
+            read_mode: ReadMode::Subscribe,
+            fetch_max_records: 0,
+            fetch_max_bytes: 0,
+            fetch_max_wait: Duration::from_millis(500),
+            rack: None,
+        }
+    }
+}
+
+/// Where to start reading a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seek {
+    /// The first offset still stored.
+    Earliest,
+    /// The high watermark: only records committed from now on.
+    Latest,
+    /// An exact offset within `[log start, high watermark]`.
+    Offset(u64),
+    /// The first record whose timestamp (ms since the epoch) is at or after this; the high
+    /// watermark when none is.
+    Timestamp(i64),
+}
+
+/// A record read, with where it was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    pub topic: Arc<str>,
+    pub partition: u32,
+    pub offset: u64,
+    pub record: Record,
+}
+
+type PartitionKey = (Arc<str>, u32);
+
+/// Reads assigned partitions as one stream. The stream ends when no partition is assigned.
+///
+/// A partition whose read fails with an error that is not retryable (the topic was deleted,
+/// the position fell below the log start) yields that error once and is unassigned; seek it
+/// again to go on. Retryable failures (leader moved, broker restarting or unreachable) never
+/// reach the stream: the partition resumes from its position.
+pub struct Consumer {
+    client: Client,
+    config: ConsumerConfig,
+    streams: StreamMap<PartitionKey, PartitionStream>,
+    positions: HashMap<PartitionKey, u64>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("positions", &self.positions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    pub fn new(config: ConsumerConfig) -> Result<Self, ClientError> {
+        Ok(Self {
+            client: Client::new(config.client.clone())?,
+            config,
+            streams: StreamMap::new(),
+            positions: HashMap::new(),
+        })
+    }
+
+    /// The underlying client (metadata, admin calls).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Starts reading `topic/partition` from `seek` (replacing any earlier position of it);
+    /// returns the offset reading starts at.
+    pub async fn assign(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        seek: Seek,
+    ) -> Result<u64, ClientError> {
+        let offset = self.resolve(topic, partition, seek).await?;
+        let key: PartitionKey = (Arc::from(topic), partition);
+        self.positions.insert(key.clone(), offset);
+        let stream = self.open(&key, offset, Duration::ZERO);
+        self.streams.insert(key, stream);
+        Ok(offset)
+    }
+
+    /// Moves an assigned partition to `seek`; the same as [`Self::assign`].
+    pub async fn seek(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        seek: Seek,
+    ) -> Result<u64, ClientError> {
+        self.assign(topic, partition, seek).await
+    }
+
+    /// Stops reading `topic/partition`.
+    pub fn unassign(&mut self, topic: &str, partition: u32) {
+        let key: PartitionKey = (Arc::from(topic), partition);
+        self.streams.remove(&key);
+        self.positions.remove(&key);
+    }
+
+    /// The assigned partitions, sorted.
+    pub fn assignment(&self) -> Vec<(String, u32)> {
+        let mut assigned: Vec<_> = self
+            .positions
+            .keys()
+            .map(|(topic, partition)| (topic.to_string(), *partition))
+            .collect();
+        assigned.sort();
+        assigned
+    }
+
+    /// The offset of the next record this consumer will yield from `topic/partition`.
+    pub fn position(&self, topic: &str, partition: u32) -> Option<u64> {
+        self.positions.get(&(Arc::from(topic), partition)).copied()
+    }
+
+    /// Consumer groups: join `group_id` and have the consumer manager assign partitions of
+    /// `topics`, starting from the group's committed offsets. Not available yet: returns
+    /// [`ClientError::Unsupported`] until the cluster runs the consumer manager.
+    pub async fn subscribe(&mut self, group_id: &str, topics: &[&str]) -> Result<(), ClientError> {
+        Err(ClientError::Unsupported(format!(
+            "consumer group '{group_id}' for {topics:?}: groups need the consumer manager; \
+             use assign"
+        )))
+    }
+
+    /// Consumer groups: commit the current positions for the group. Not available yet (see
+    /// [`Self::subscribe`]).
+    pub async fn commit(&self) -> Result<(), ClientError> {
+        Err(ClientError::Unsupported(
+            "committing offsets needs the consumer manager".into(),
+        ))
+    }
+
+    async fn resolve(&self, topic: &str, partition: u32, seek: Seek) -> Result<u64, ClientError> {
+        let spec = match seek {
+            Seek::Earliest => OffsetSpec::Earliest,
+            Seek::Latest | Seek::Offset(_) => OffsetSpec::Latest,
+            Seek::Timestamp(timestamp_ms) => OffsetSpec::Timestamp(timestamp_ms),
+        };
+        let resolved = self.client.list_offset(topic, partition, spec).await?;
+        match seek {
+            Seek::Offset(offset)
+                if offset < resolved.log_start_offset || offset > resolved.high_watermark =>
+            {
+                Err(ClientError::OffsetOutOfRange {
+                    topic: topic.to_owned(),
+                    partition,
+                    offset,
+                    log_start_offset: resolved.log_start_offset,
+                    high_watermark: resolved.high_watermark,
+                })
+            }
+            Seek::Offset(offset) => Ok(offset),
+            _ => Ok(resolved.offset),
+        }
+    }
+
+    fn open(
+        &self,
+        (topic, partition): &PartitionKey,
+        offset: u64,
+        delay: Duration,
+    ) -> PartitionStream {
+        let options = FetchOptions {
+            max_records: self.config.fetch_max_records,
+            max_bytes: self.config.fetch_max_bytes,
+            max_wait: self.config.fetch_max_wait,
+        };
+        if self.config.read_mode == ReadMode::Fetch || self.config.rack.is_some() {
+            reader::fetch(
+                self.client.clone(),
+                (topic.to_string(), *partition, offset),
+                options,
+                self.config.rack.clone(),
+                delay,
+            )
+        } else {
+            reader::subscribe(
+                self.client.clone(),
+                topic.to_string(),
+                *partition,
+                offset,
+                delay,
+            )
+        }
+    }
+}
+
+impl Stream for Consumer {
+    type Item = Result<ConsumerRecord, ClientError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            let Some((key, item)) = futures::ready!(Pin::new(&mut this.streams).poll_next(cx))
+            else {
+                return Poll::Ready(None);
+            };
+            match item {
+                Ok(consumed) => {
+                    this.positions.insert(key.clone(), consumed.offset + 1);
+                    return Poll::Ready(Some(Ok(ConsumerRecord {
+                        topic: key.0,
+                        partition: key.1,
+                        offset: consumed.offset,
+                        record: consumed.record,
+                    })));
+                }
+                Err(error) if error.is_retryable() => {
+                    let position = this.positions.get(&key).copied().unwrap_or_default();
+                    tracing::debug!(topic = %key.0, partition = key.1, %error, position, "resuming partition");
+                    let delay = this.client.config().retry_backoff_max;
+                    let stream = this.open(&key, position, delay);
+                    this.streams.insert(key, stream);
+                }
+                Err(error) => {
+                    this.streams.remove(&key);
+                    this.positions.remove(&key);
+                    return Poll::Ready(Some(Err(error)));
+                }
+            }
+        }
+    }
+}
