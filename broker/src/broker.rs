@@ -269,11 +269,16 @@ impl Broker {
             sent: mismatch.sent,
             computed: mismatch.computed,
         };
-        let stored = if compression == Compression::None {
-            let summary = records::scan_records(&bytes, count as usize)
-                .map_err(|e| invalid(e.to_string()))?;
+        // The records, checked as strictly whether they came compressed or not.
+        let scan = |plain: &[u8]| {
+            let summary =
+                records::scan_records(plain, count as usize).map_err(|e| invalid(e.to_string()))?;
             let (record, size) = summary.largest;
             check_record_size(topic, hosted, batch_index, record, size)?;
+            Ok::<_, BrokerError>(summary)
+        };
+        let stored = if compression == Compression::None {
+            let summary = scan(&bytes)?;
             StoredBatch::from_encoded(bytes, count as usize, &summary, now_ms, sent_crc, producer)
                 .map_err(corrupt)?
         } else {
@@ -287,10 +292,7 @@ impl Broker {
             let plain = compression
                 .decompress(&bytes, MAX_DECOMPRESSED_BYTES)
                 .map_err(|e| invalid(e.to_string()))?;
-            let summary = records::scan_records(&plain, count as usize)
-                .map_err(|e| invalid(e.to_string()))?;
-            let (record, size) = summary.largest;
-            check_record_size(topic, hosted, batch_index, record, size)?;
+            let summary = scan(&plain)?;
             StoredBatch::from_compressed(
                 (bytes, compression),
                 plain,

@@ -248,6 +248,22 @@ mod tests {
             .collect()
     }
 
+    /// Partitions as `(group, [(node id, broker)])`, for rebalance and leader tests.
+    type Placed = Vec<(GroupId, Vec<(u64, BrokerId)>)>;
+
+    /// Applies `moves` to `placed`, checking each moved replica was where the move says.
+    fn apply(placed: &mut Placed, moves: &[Move]) {
+        for m in moves {
+            let (_, replicas) = placed.iter_mut().find(|(g, _)| *g == m.group).unwrap();
+            let slot = replicas
+                .iter_mut()
+                .find(|(id, _)| *id == m.old_node_id)
+                .unwrap();
+            assert_eq!(slot.1, m.from);
+            slot.1 = m.to;
+        }
+    }
+
     fn ids(placement: &[Vec<BrokerId>]) -> Vec<Vec<u32>> {
         placement
             .iter()
@@ -425,16 +441,10 @@ mod tests {
         assert_eq!(moves, rebalance(&candidates, &partitions), "deterministic");
         let mut load = BTreeMap::<BrokerId, usize>::from([(BrokerId(1), 6), (BrokerId(2), 6)]);
         let mut placed = partitions.clone();
+        apply(&mut placed, &moves);
         for m in &moves {
             *load.get_mut(&m.from).unwrap() -= 1;
             *load.entry(m.to).or_default() += 1;
-            let (_, replicas) = placed.iter_mut().find(|(g, _)| *g == m.group).unwrap();
-            let slot = replicas
-                .iter_mut()
-                .find(|(id, _)| *id == m.old_node_id)
-                .unwrap();
-            assert_eq!(slot.1, m.from);
-            slot.1 = m.to;
         }
         assert!(load.values().all(|&n| n == 3), "{load:?}");
         for (_, replicas) in &placed {
@@ -472,14 +482,7 @@ mod tests {
         ]);
         let moves = rebalance(&candidates, &partitions);
         let mut placed = partitions.clone();
-        for m in &moves {
-            let (_, replicas) = placed.iter_mut().find(|(g, _)| *g == m.group).unwrap();
-            let slot = replicas
-                .iter_mut()
-                .find(|(id, _)| *id == m.old_node_id)
-                .unwrap();
-            slot.1 = m.to;
-        }
+        apply(&mut placed, &moves);
         for (group, node) in leader_moves(&candidates, &placed) {
             let (_, replicas) = placed.iter_mut().find(|(g, _)| *g == group).unwrap();
             let at = replicas.iter().position(|(id, _)| *id == node).unwrap();

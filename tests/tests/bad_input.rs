@@ -382,6 +382,41 @@ async fn data_requests_are_validated_and_write_nothing() -> anyhow::Result<()> {
         ErrorCode::CorruptBatch,
         "crc32c",
     );
+    // Compressed records: the codec must be known and needs encoded_records; the compressed
+    // bytes' checksum is checked as sent, and their records as strictly as plain ones.
+    let mut unknown_codec = encoded_batch(Some(0), canonical.clone(), 2, None);
+    unknown_codec.batches[0].compression = 7;
+    expect_error(
+        broker.produce(unknown_codec).await,
+        Code::InvalidArgument,
+        ErrorCode::InvalidArgument,
+        "batches[0].compression",
+    );
+    let mut codec_without_encoded = produce("events", Some(0), vec![record(b"x")], None);
+    codec_without_encoded.batches[0].compression = pb::Compression::Lz4.into();
+    expect_error(
+        broker.produce(codec_without_encoded).await,
+        Code::InvalidArgument,
+        ErrorCode::InvalidArgument,
+        "batches[0].compression",
+    );
+    let compressed = Bytes::from(mq_common::compression::Compression::Zstd.compress(&canonical));
+    let mut bad_crc = encoded_batch(Some(0), compressed.clone(), 2, Some(canonical_crc));
+    bad_crc.batches[0].compression = pb::Compression::Zstd.into();
+    expect_error(
+        broker.produce(bad_crc).await,
+        Code::InvalidArgument,
+        ErrorCode::CorruptBatch,
+        "crc32c",
+    );
+    let mut wrong_count = encoded_batch(Some(0), compressed, 3, None);
+    wrong_count.batches[0].compression = pb::Compression::Zstd.into();
+    expect_error(
+        broker.produce(wrong_count).await,
+        Code::InvalidArgument,
+        ErrorCode::InvalidArgument,
+        "batches[0].encoded_records",
+    );
     let mut both = encoded_batch(Some(0), canonical.clone(), 2, None);
     both.batches[0].records = vec![record(b"x")];
     expect_error(

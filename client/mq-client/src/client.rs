@@ -160,7 +160,7 @@ pub fn now_ms() -> i64 {
 
 /// Errors worth retrying for a request that was certainly not applied, or is safe to repeat:
 /// the partition moved, has no leader yet, or the server is unreachable or restarting.
-fn reroutable(error: &ClientError) -> bool {
+pub(crate) fn reroutable(error: &ClientError) -> bool {
     matches!(
         error.code(),
         ErrorCode::NotLeader | ErrorCode::LeaderNotAvailable | ErrorCode::Unavailable
