@@ -8,6 +8,7 @@ use std::sync::Arc;
 use mq_cluster_manager::{ClusterManager, ClusterManagerContext, ClusterManagerService};
 use mq_common::server::{self, ServerError};
 use mq_common::shutdown::CancellationToken;
+use mq_consumer_manager::{ConsumerGroupsService, ConsumerManager, ConsumerManagerContext};
 use mq_raft::transport::{GroupRegistry, Peers};
 use mq_raft::{Store, StoreError};
 use tokio::sync::watch;
@@ -34,6 +35,8 @@ pub enum NodeError {
     Config(String),
     #[error("cluster manager: {0}")]
     ClusterManager(#[from] mq_cluster_manager::CmError),
+    #[error("consumer manager: {0}")]
+    ConsumerManager(#[from] mq_consumer_manager::CgError),
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error("node task failed: {0}")]
@@ -80,23 +83,36 @@ pub async fn run(
     let peers = Arc::new(Peers::default());
     let registry = GroupRegistry::default();
 
-    let cluster_manager = if config.node.standalone {
-        let context = ClusterManagerContext {
-            store: store.clone(),
-            peers: peers.clone(),
-            registry: registry.clone(),
-            advertised_address: advertised_address.clone(),
-        };
-        Some(
-            ClusterManager::start(
-                context,
-                config.cluster_manager.clone(),
-                shutdown.child_token(),
-            )
-            .await?,
+    // Standalone: the cluster manager and the consumer manager run in this process.
+    let (cluster_manager, consumer_manager) = if config.node.standalone {
+        let cluster_manager = ClusterManager::start(
+            ClusterManagerContext {
+                store: store.clone(),
+                peers: peers.clone(),
+                registry: registry.clone(),
+                advertised_address: advertised_address.clone(),
+            },
+            config.cluster_manager.clone(),
+            shutdown.child_token(),
         )
+        .await?;
+        let consumer_manager = ConsumerManager::start(
+            ConsumerManagerContext {
+                store: store.clone(),
+                peers: peers.clone(),
+                registry: registry.clone(),
+                advertised_address: advertised_address.clone(),
+            },
+            config
+                .cluster_manager
+                .consumer_manager_settings()
+                .map_err(NodeError::Config)?,
+            shutdown.child_token(),
+        )
+        .await?;
+        (Some(cluster_manager), Some(consumer_manager))
     } else {
-        None
+        (None, None)
     };
     let manager_addresses = if config.node.standalone {
         vec![advertised_address.clone()]
@@ -146,8 +162,14 @@ pub async fn run(
                 .as_ref()
                 .map(ClusterManagerService::internal_server),
         )
+        .add_optional_service(
+            consumer_manager
+                .clone()
+                .map(|manager| ConsumerGroupsService::new(manager).server()),
+        )
         .add_optional_service(forwarder.as_ref().map(ControlForwarder::admin_server))
-        .add_optional_service(forwarder.as_ref().map(ControlForwarder::metadata_server));
+        .add_optional_service(forwarder.as_ref().map(ControlForwarder::metadata_server))
+        .add_optional_service(forwarder.as_ref().map(ControlForwarder::groups_server));
     // The server stops after leadership was handed off, so clients are redirected meanwhile.
     let stop_serving = CancellationToken::new();
     let server = server::serve(router, bound.listener, stop_serving.clone());
@@ -196,6 +218,9 @@ pub async fn run(
         let _ = membership.await;
         let _ = peer_watch.await;
         replicas.shutdown().await;
+        if let Some(consumer_manager) = consumer_manager {
+            consumer_manager.shutdown().await;
+        }
         if let Some(cluster_manager) = cluster_manager {
             cluster_manager.shutdown().await;
         }

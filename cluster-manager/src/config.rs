@@ -94,6 +94,17 @@ impl ClusterManagerConfig {
     }
 
     /// The openraft config of the cluster manager's group, validated.
+    /// The consumer manager's Raft group runs on the same voters with the same timers.
+    pub fn consumer_manager_settings(
+        &self,
+    ) -> Result<mq_consumer_manager::ConsumerManagerSettings, String> {
+        Ok(mq_consumer_manager::ConsumerManagerSettings {
+            node_id: self.node_id,
+            voters: self.initial_voters()?,
+            raft: self.raft_config()?,
+        })
+    }
+
     pub fn raft_config(&self) -> Result<openraft::Config, String> {
         openraft::Config {
             cluster_name: "cluster-manager".into(),

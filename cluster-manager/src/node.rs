@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use mq_common::server::{self, ServerError};
 use mq_common::shutdown::CancellationToken;
+use mq_consumer_manager::{
+    CgError, ConsumerGroupsService, ConsumerManager, ConsumerManagerContext,
+};
 use mq_raft::transport::{GroupRegistry, Peers};
 use mq_raft::{Store, StoreError};
 use tokio::task::JoinHandle;
@@ -26,6 +29,8 @@ pub enum ManagerNodeError {
     Server(#[from] ServerError),
     #[error(transparent)]
     ClusterManager(#[from] CmError),
+    #[error(transparent)]
+    ConsumerManager(#[from] CgError),
     #[error("node task failed: {0}")]
     Task(String),
 }
@@ -60,11 +65,25 @@ pub async fn run(
     let manager = ClusterManager::start(
         ClusterManagerContext {
             store: store.clone(),
-            peers,
+            peers: peers.clone(),
             registry: registry.clone(),
             advertised_address: bound.advertised_address.clone(),
         },
         config.cluster_manager.clone(),
+        shutdown.child_token(),
+    )
+    .await?;
+    let consumer_manager = ConsumerManager::start(
+        ConsumerManagerContext {
+            store: store.clone(),
+            peers,
+            registry: registry.clone(),
+            advertised_address: bound.advertised_address.clone(),
+        },
+        config
+            .cluster_manager
+            .consumer_manager_settings()
+            .map_err(CmError::Config)?,
         shutdown.child_token(),
     )
     .await?;
@@ -74,6 +93,7 @@ pub async fn run(
         .add_service(service.admin_server())
         .add_service(service.metadata_server())
         .add_service(service.internal_server())
+        .add_service(ConsumerGroupsService::new(consumer_manager.clone()).server())
         .add_service(mq_raft::transport::server(registry));
     let served = server::serve(router, bound.listener, shutdown.clone());
     tracing::info!(address = %bound.local_addr, advertised = %bound.advertised_address, node = config.cluster_manager.node_id, "cluster manager serving");
@@ -102,6 +122,7 @@ pub async fn run(
             .set_service_status("", ServingStatus::NotServing)
             .await;
         let result = server::drain(served, grace).await;
+        consumer_manager.shutdown().await;
         stopping.shutdown().await;
         drop(store);
         tracing::info!("stopped");

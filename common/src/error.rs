@@ -40,10 +40,15 @@ pub enum ErrorCode {
     DuplicateSequence,
     BrokerIdInUse,
     BrokerNotFound,
+    GroupNotFound,
+    UnknownMember,
+    StaleMemberEpoch,
+    FencedMember,
+    GroupNotEmpty,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 19] = [
+    const ALL: [ErrorCode; 24] = [
         Self::InvalidArgument,
         Self::TopicNotFound,
         Self::TopicAlreadyExists,
@@ -63,6 +68,11 @@ impl ErrorCode {
         Self::DuplicateSequence,
         Self::BrokerIdInUse,
         Self::BrokerNotFound,
+        Self::GroupNotFound,
+        Self::UnknownMember,
+        Self::StaleMemberEpoch,
+        Self::FencedMember,
+        Self::GroupNotEmpty,
     ];
 
     /// The gRPC status code a whole call fails with for this reason.
@@ -73,7 +83,11 @@ impl ErrorCode {
             | Self::RecordTooLarge
             | Self::CorruptBatch
             | Self::NotEnoughBrokers => Code::InvalidArgument,
-            Self::TopicNotFound | Self::BrokerNotFound => Code::NotFound,
+            Self::TopicNotFound | Self::BrokerNotFound | Self::GroupNotFound => Code::NotFound,
+            Self::UnknownMember
+            | Self::StaleMemberEpoch
+            | Self::FencedMember
+            | Self::GroupNotEmpty => Code::FailedPrecondition,
             Self::TopicAlreadyExists => Code::AlreadyExists,
             Self::NotLeader | Self::OutOfOrderSequence => Code::FailedPrecondition,
             Self::DuplicateSequence | Self::BrokerIdInUse => Code::AlreadyExists,
@@ -98,6 +112,7 @@ impl ErrorCode {
                 | Self::Unavailable
                 | Self::Internal
                 | Self::OutOfOrderSequence
+                | Self::StaleMemberEpoch
         )
     }
 
@@ -127,6 +142,11 @@ impl ErrorCode {
             Self::DuplicateSequence => pb::ErrorReason::DuplicateSequence,
             Self::BrokerIdInUse => pb::ErrorReason::BrokerIdInUse,
             Self::BrokerNotFound => pb::ErrorReason::BrokerNotFound,
+            Self::GroupNotFound => pb::ErrorReason::GroupNotFound,
+            Self::UnknownMember => pb::ErrorReason::UnknownMember,
+            Self::StaleMemberEpoch => pb::ErrorReason::StaleMemberEpoch,
+            Self::FencedMember => pb::ErrorReason::FencedMember,
+            Self::GroupNotEmpty => pb::ErrorReason::GroupNotEmpty,
         }
     }
 

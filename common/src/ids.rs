@@ -101,6 +101,8 @@ impl GroupId {
     pub const CLUSTER_MANAGER: GroupId = GroupId(0);
     /// Not a Raft group: the key prefix of a broker's local registry of hosted replicas.
     pub const BROKER_LOCAL: GroupId = GroupId(1);
+    /// The consumer manager's Raft group (groups, offsets), on the cluster-manager nodes.
+    pub const CONSUMER_MANAGER: GroupId = GroupId(2);
     /// The first id handed to a partition; ids below are reserved for control groups.
     pub const FIRST_PARTITION: GroupId = GroupId(1024);
 }

@@ -1,8 +1,26 @@
-//! The consumer manager (not built yet; see the consumer-manager issue): consumer groups and
-//! their incremental assignment, durable and replicated committed offsets, queue subscriptions
-//! with leases, acks, redelivery and dead-lettering, broadcast subscriptions, and retention and
-//! compaction policy.
+//! The consumer manager: consumer groups (stream subscriptions) with incremental, server-side
+//! assignment, static membership and generation fencing, and their committed offsets, in a
+//! state machine replicated by its own Raft group (group 2) on the cluster-manager nodes.
 //!
-//! It will keep its state in Raft-replicated storage and talk to brokers and clients only
-//! through `mq-proto` RPCs. This crate holds no code until then: nothing here is used by the
-//! broker or the clients today.
+//! - [`assignor`]: assignment strategies, pure.
+//! - [`coordinator`]: membership decisions (join, heartbeat, leave, expiry), pure.
+//! - [`state`]: the replicated state and how commands apply to it (commit fencing happens
+//!   here, at apply).
+//! - [`state_machine`]: the openraft state machine persisting the state in `kv`.
+//! - [`manager`]: [`ConsumerManager`], which runs the decisions on the leader.
+//! - [`service`]: the `mq.v1.ConsumerGroups` handlers.
+//!
+//! It reads topics and offsets only through the public RPCs (`mq-client`), like any client.
+
+pub mod assignor;
+pub mod coordinator;
+pub mod error;
+pub mod manager;
+pub mod service;
+pub mod state;
+pub mod state_machine;
+pub mod types;
+
+pub use error::CgError;
+pub use manager::{ConsumerManager, ConsumerManagerContext, ConsumerManagerSettings};
+pub use service::ConsumerGroupsService;

@@ -1,11 +1,14 @@
-//! `mq.v1.Admin` and `mq.v1.Metadata` on a broker of a cluster: each call is passed to the
-//! cluster manager (following its leader), so clients can bootstrap from any broker.
+//! `mq.v1.Admin`, `mq.v1.Metadata` and `mq.v1.ConsumerGroups` on a broker of a cluster: each
+//! call is passed to the cluster-manager nodes (following the leader of the cluster manager, or
+//! of the consumer manager), so clients can bootstrap from any broker.
 
 use std::future::Future;
 
 use mq_proto::v1 as pb;
 use mq_proto::v1::admin_client::AdminClient;
 use mq_proto::v1::admin_server::{Admin, AdminServer};
+use mq_proto::v1::consumer_groups_client::ConsumerGroupsClient;
+use mq_proto::v1::consumer_groups_server::{ConsumerGroups, ConsumerGroupsServer};
 use mq_proto::v1::metadata_client::MetadataClient;
 use mq_proto::v1::metadata_server::{Metadata, MetadataServer};
 use tonic::transport::Channel;
@@ -29,6 +32,10 @@ impl ControlForwarder {
 
     pub fn metadata_server(&self) -> MetadataServer<Self> {
         MetadataServer::new(self.clone())
+    }
+
+    pub fn groups_server(&self) -> ConsumerGroupsServer<Self> {
+        ConsumerGroupsServer::new(self.clone())
     }
 
     async fn forward<Q, T, F, Fut>(
@@ -144,4 +151,34 @@ impl Metadata for ControlForwarder {
         })
         .await
     }
+}
+
+/// Forwards one `ConsumerGroups` method.
+macro_rules! forward_groups {
+    ($($method:ident($request:ty) -> $response:ty;)*) => {
+        #[tonic::async_trait]
+        impl ConsumerGroups for ControlForwarder {
+            $(
+                async fn $method(
+                    &self,
+                    request: Request<$request>,
+                ) -> Result<Response<$response>, Status> {
+                    self.forward(request, |channel, request| async move {
+                        ConsumerGroupsClient::new(channel).$method(request).await
+                    })
+                    .await
+                }
+            )*
+        }
+    };
+}
+
+forward_groups! {
+    heartbeat(pb::GroupHeartbeatRequest) -> pb::GroupHeartbeatResponse;
+    commit_offsets(pb::CommitOffsetsRequest) -> pb::CommitOffsetsResponse;
+    fetch_offsets(pb::FetchOffsetsRequest) -> pb::FetchOffsetsResponse;
+    list_groups(pb::ListGroupsRequest) -> pb::ListGroupsResponse;
+    describe_group(pb::DescribeGroupRequest) -> pb::DescribeGroupResponse;
+    reset_offsets(pb::ResetOffsetsRequest) -> pb::ResetOffsetsResponse;
+    delete_group(pb::DeleteGroupRequest) -> pb::DeleteGroupResponse;
 }

@@ -272,7 +272,7 @@ impl Client {
 
     /// Calls the control plane (metadata, admin) on the configured servers in turn, following
     /// not-leader hints.
-    async fn control<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    pub(crate) async fn control<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,

@@ -48,8 +48,7 @@ pub enum ClientError {
         log_start_offset: u64,
         high_watermark: u64,
     },
-    /// The operation needs a part of the system this cluster does not have yet (consumer
-    /// groups need the consumer manager).
+    /// The operation needs a part of the system this cluster does not have.
     #[error("unsupported: {0}")]
     Unsupported(String),
 }

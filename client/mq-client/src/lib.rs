@@ -29,6 +29,7 @@
 
 mod client;
 mod error;
+mod groups;
 mod metadata;
 mod subscription;
 mod types;
@@ -41,6 +42,8 @@ pub use mq_common::compression::Compression;
 pub use mq_common::error::{ApiError, ErrorCode};
 pub use mq_common::partitioner::{key_hash, partition_for_key};
 pub use mq_common::records::{Header, Record, encode_records};
+/// The protocol's messages, for the consumer-group calls.
+pub use mq_proto::v1 as proto;
 pub use subscription::Subscription;
 pub use types::{
     BrokerInfo, BrokerStatus, ClusterStatus, ConsumedRecord, FetchBatch, FetchOptions,

@@ -9,7 +9,9 @@ use std::time::Duration;
 use futures::Stream;
 use mq_client::{Client, ClientConfig, ClientError, FetchOptions, OffsetSpec, Record};
 use tokio_stream::StreamMap;
+use tokio_stream::wrappers::WatchStream;
 
+use crate::group::{Assignment, Group, GroupConfig};
 use crate::reader::{self, PartitionStream};
 
 /// How partitions are read.
@@ -89,6 +91,10 @@ pub struct Consumer {
     config: ConsumerConfig,
     streams: StreamMap<PartitionKey, PartitionStream>,
     positions: HashMap<PartitionKey, u64>,
+    /// Group mode: the membership and the assignments it publishes.
+    group: Option<(Group, WatchStream<Assignment>)>,
+    /// The last record yielded: processed once the stream is polled again.
+    yielded: Option<(PartitionKey, u64)>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -106,6 +112,8 @@ impl Consumer {
             config,
             streams: StreamMap::new(),
             positions: HashMap::new(),
+            group: None,
+            yielded: None,
         })
     }
 
@@ -163,22 +171,93 @@ impl Consumer {
         self.positions.get(&(Arc::from(topic), partition)).copied()
     }
 
-    /// Consumer groups: join `group_id` and have the consumer manager assign partitions of
-    /// `topics`, starting from the group's committed offsets. Not available yet: returns
-    /// [`ClientError::Unsupported`] until the cluster runs the consumer manager.
-    pub async fn subscribe(&mut self, group_id: &str, topics: &[&str]) -> Result<(), ClientError> {
-        Err(ClientError::Unsupported(format!(
-            "consumer group '{group_id}' for {topics:?}: groups need the consumer manager; \
-             use assign"
-        )))
+    /// Joins a consumer group: the consumer manager assigns this consumer a share of the
+    /// partitions of `group.topics` (each partition to one member of the group at a time) and
+    /// moves them as members come and go; the stream follows. Newly assigned partitions start
+    /// at the group's committed offset (or per [`GroupConfig::offset_reset`]). Replaces any
+    /// partitions assigned by hand.
+    ///
+    /// Delivery: with auto-commit (the default) a record's offset is committed only after the
+    /// stream was polled again, so a crash re-delivers at most the records since the last
+    /// commit (at-least-once). For at-most-once, commit before processing with
+    /// [`Self::commit`] and `auto_commit: None`.
+    pub async fn subscribe(&mut self, group: GroupConfig) -> Result<(), ClientError> {
+        if self.group.is_some() {
+            return Err(ClientError::InvalidArgument(
+                "already subscribed to a group; close this consumer first".into(),
+            ));
+        }
+        let (group, assignments) = Group::join(self.client.clone(), group).await?;
+        self.streams = StreamMap::new();
+        self.positions.clear();
+        self.group = Some((group, WatchStream::new(assignments)));
+        Ok(())
     }
 
-    /// Consumer groups: commit the current positions for the group. Not available yet (see
-    /// [`Self::subscribe`]).
+    /// Commits the position of every partition this member owns (the offset after the last
+    /// record yielded) for its group. Fails with `STALE_MEMBER_EPOCH`/`FENCED_MEMBER`/
+    /// `UNKNOWN_MEMBER` when the partitions moved away meanwhile.
     pub async fn commit(&self) -> Result<(), ClientError> {
-        Err(ClientError::Unsupported(
-            "committing offsets needs the consumer manager".into(),
-        ))
+        let Some((group, _)) = &self.group else {
+            return Err(ClientError::InvalidArgument(
+                "commit needs a group: call subscribe first".into(),
+            ));
+        };
+        let positions = self
+            .positions
+            .iter()
+            .map(|((topic, partition), offset)| ((topic.to_string(), *partition), *offset))
+            .collect();
+        group.commit(positions).await
+    }
+
+    /// Leaves the group (committing positions first with auto-commit) and stops reading.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        if let Some((group, _)) = self.group.take() {
+            if group.auto_commit() {
+                let positions = self
+                    .positions
+                    .iter()
+                    .map(|((topic, partition), offset)| ((topic.to_string(), *partition), *offset))
+                    .collect();
+                group.commit(positions).await?;
+            }
+            group.leave().await?;
+        }
+        Ok(())
+    }
+
+    /// Applies a new group assignment: stops partitions taken away (reporting their
+    /// positions) and opens the ones given.
+    fn apply_assignment(&mut self, assignment: Assignment) {
+        let keep: HashMap<PartitionKey, u64> = assignment
+            .partitions
+            .into_iter()
+            .map(|((topic, partition), start)| ((Arc::from(topic.as_str()), partition), start))
+            .collect();
+        let revoked: Vec<PartitionKey> = self
+            .positions
+            .keys()
+            .filter(|key| !keep.contains_key(*key))
+            .cloned()
+            .collect();
+        let mut released = Vec::with_capacity(revoked.len());
+        for key in revoked {
+            self.streams.remove(&key);
+            if let Some(position) = self.positions.remove(&key) {
+                released.push(((key.0.to_string(), key.1), position));
+            }
+        }
+        for (key, start) in keep {
+            if !self.positions.contains_key(&key) {
+                self.positions.insert(key.clone(), start);
+                let stream = self.open(&key, start, Duration::ZERO);
+                self.streams.insert(key, stream);
+            }
+        }
+        if let Some((group, _)) = &self.group {
+            group.released(released);
+        }
     }
 
     async fn resolve(&self, topic: &str, partition: u32, seek: Seek) -> Result<u64, ClientError> {
@@ -241,7 +320,22 @@ impl Stream for Consumer {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if let Some(((topic, partition), offset)) = this.yielded.take()
+            && let Some((group, _)) = &this.group
+        {
+            group.processed((topic.to_string(), partition), offset + 1);
+        }
         loop {
+            if let Some((_, assignments)) = &mut this.group
+                && let Poll::Ready(Some(assignment)) = Pin::new(assignments).poll_next(cx)
+            {
+                this.apply_assignment(assignment);
+                continue;
+            }
+            if this.group.is_some() && this.streams.is_empty() {
+                // Nothing assigned right now: wait for the next assignment.
+                return Poll::Pending;
+            }
             let Some((key, item)) = futures::ready!(Pin::new(&mut this.streams).poll_next(cx))
             else {
                 return Poll::Ready(None);
@@ -249,6 +343,7 @@ impl Stream for Consumer {
             match item {
                 Ok(consumed) => {
                     this.positions.insert(key.clone(), consumed.offset + 1);
+                    this.yielded = Some((key.clone(), consumed.offset));
                     return Poll::Ready(Some(Ok(ConsumerRecord {
                         topic: key.0,
                         partition: key.1,

@@ -14,9 +14,11 @@
 //! - **Nearest replica**: with [`ConsumerConfig::rack`] set, partitions that have a live
 //!   replica on a broker in that rack are read there (by long-poll `Fetch`; a follower serves
 //!   what its group has committed and it has applied), others from their leader.
-//! - **Groups**: [`Consumer::subscribe`] and [`Consumer::commit`] are the consumer-group
-//!   surface (group id, topics, committed offsets). They return
-//!   [`ClientError::Unsupported`] until the cluster runs the consumer manager; use `assign`.
+//! - **Groups**: [`Consumer::subscribe`] joins a consumer group ([`GroupConfig`]: group id,
+//!   topics, static instance id, timeouts, auto-commit): the consumer manager assigns
+//!   partitions incrementally (only partitions that must move are interrupted, each owned by
+//!   one member at a time) and the stream follows; [`Consumer::commit`] commits positions
+//!   (fenced: a member removed from the group cannot commit); [`Consumer::close`] leaves.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), mq_consumer::ClientError> {
@@ -34,7 +36,9 @@
 //! ```
 
 mod consumer;
+mod group;
 mod reader;
 
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, ReadMode, Seek};
+pub use group::{GroupConfig, OffsetReset};
 pub use mq_client::{ClientConfig, ClientError, ErrorCode, Header, Record};

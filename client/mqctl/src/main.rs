@@ -9,6 +9,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 use mq_client::{BrokerStatus, Client, ClientConfig, ConsumedRecord, NewTopic, Record, StartAt};
+use mq_consumer::{Consumer, ConsumerConfig, GroupConfig};
+
+mod group;
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Admin and debugging CLI for the message broker")]
@@ -41,7 +44,7 @@ enum Command {
     Topic(TopicCommand),
     /// Produce one message per line of standard input.
     Produce(ProduceArgs),
-    /// Print messages of a topic, following new ones.
+    /// Print messages of a topic, following new ones (as a member of a group with --group).
     Consume(ConsumeArgs),
     /// The cluster as a whole.
     #[command(subcommand)]
@@ -49,6 +52,9 @@ enum Command {
     /// Brokers.
     #[command(subcommand)]
     Broker(BrokerCommand),
+    /// Consumer groups.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,6 +123,10 @@ struct ConsumeArgs {
     /// Stop after this many messages.
     #[arg(long, short = 'n')]
     num: Option<u64>,
+    /// Consume as a member of this consumer group: its share of the partitions, from the
+    /// group's committed offsets (the beginning when none), committing as it goes.
+    #[arg(long, short = 'g', conflicts_with_all = ["partition", "offset", "from_beginning"])]
+    group: Option<String>,
     /// Text format: %v value, %k key, %o offset, %p partition, %t timestamp (ms), %h headers,
     /// \t tab, %% a percent sign.
     #[arg(long, short = 'f', default_value = "%v")]
@@ -153,6 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Consume(args) => consume(&client, args, cli.output, &mut out).await?,
         Command::Cluster(command) => cluster(&client, command, cli.output, &mut out).await?,
         Command::Broker(command) => broker(&client, command, cli.output, &mut out).await?,
+        Command::Group(command) => group::run(&client, command, cli.output, &mut out).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -455,6 +466,9 @@ async fn consume(
     output: Output,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
+    if let Some(group) = &args.group {
+        return consume_group(client, group, &args, output, out).await;
+    }
     let partitions: Vec<u32> = match args.partition {
         Some(p) => vec![p],
         None => (0..client.partition_count(&args.topic).await?).collect(),
@@ -492,6 +506,53 @@ async fn consume(
         out.flush()?;
         printed += 1;
     }
+    Ok(())
+}
+
+async fn consume_group(
+    client: &Client,
+    group: &str,
+    args: &ConsumeArgs,
+    output: Output,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let config = ConsumerConfig {
+        client: client.config().clone(),
+        ..ConsumerConfig::new(client.config().servers.clone())
+    };
+    let mut consumer = Consumer::new(config)?;
+    consumer
+        .subscribe(GroupConfig::new(group, [args.topic.clone()]))
+        .await?;
+    let mut printed = 0u64;
+    while args.num.is_none_or(|n| printed < n) {
+        let next = tokio::select! {
+            next = consumer.next() => next,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        let Some(item) = next else { break };
+        let item = item?;
+        let record = ConsumedRecord {
+            offset: item.offset,
+            record: item.record,
+        };
+        match output {
+            Output::Json => {
+                serde_json::to_writer(&mut *out, &record_json(item.partition, &record))?;
+                writeln!(out)?;
+            }
+            Output::Text => writeln!(
+                out,
+                "{}",
+                format_record(&args.format, item.partition, &record)
+            )?,
+        }
+        out.flush()?;
+        printed += 1;
+    }
+    // Everything printed counts as processed: commit it, then leave.
+    consumer.commit().await?;
+    consumer.close().await?;
     Ok(())
 }
 

@@ -1,0 +1,226 @@
+//! `mqctl group ...`: list, describe, reset offsets, delete consumer groups.
+
+use std::io::Write;
+
+use clap::Subcommand;
+use mq_client::Client;
+use mq_client::proto as pb;
+use serde_json::json;
+
+use crate::{Output, print_json};
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// List consumer groups with their member counts and states.
+    List,
+    /// Show a group's members, their partitions, committed offsets and lag.
+    Describe { group: String },
+    /// Move a group's committed offsets for a topic (the group must have no members).
+    ResetOffsets {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        /// Only these partitions (repeatable; default: all).
+        #[arg(long = "partition", short = 'p')]
+        partitions: Vec<u32>,
+        #[arg(long, group = "to")]
+        to_earliest: bool,
+        #[arg(long, group = "to")]
+        to_latest: bool,
+        #[arg(long, group = "to")]
+        to_offset: Option<u64>,
+        /// Time in ms since the Unix epoch.
+        #[arg(long, group = "to")]
+        to_timestamp: Option<i64>,
+        /// Move by N (negative: back).
+        #[arg(long, group = "to", allow_hyphen_values = true)]
+        shift_by: Option<i64>,
+    },
+    /// Delete a group and its committed offsets (the group must have no members).
+    Delete { group: String },
+}
+
+fn partitions_text(refs: &[pb::PartitionRef]) -> String {
+    let listed: Vec<String> = refs
+        .iter()
+        .map(|r| format!("{}/{}", r.topic, r.partition))
+        .collect();
+    if listed.is_empty() {
+        "-".to_owned()
+    } else {
+        listed.join(",")
+    }
+}
+
+fn refs_json(refs: &[pb::PartitionRef]) -> serde_json::Value {
+    refs.iter()
+        .map(|r| json!({"topic": r.topic, "partition": r.partition}))
+        .collect()
+}
+
+fn optional(value: Option<u64>) -> String {
+    value.map_or("-".to_owned(), |v| v.to_string())
+}
+
+pub async fn run(
+    client: &Client,
+    command: GroupCommand,
+    output: Output,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    match command {
+        GroupCommand::List => {
+            let groups = client.list_groups(pb::ListGroupsRequest {}).await?.groups;
+            match output {
+                Output::Json => print_json(
+                    out,
+                    &groups
+                        .iter()
+                        .map(|g| json!({"group": g.group_id, "members": g.members, "state": g.state}))
+                        .collect::<Vec<_>>(),
+                )?,
+                Output::Text => {
+                    writeln!(out, "{:<32} {:>7}  STATE", "GROUP", "MEMBERS")?;
+                    for g in groups {
+                        writeln!(out, "{:<32} {:>7}  {}", g.group_id, g.members, g.state)?;
+                    }
+                }
+            }
+        }
+        GroupCommand::Describe { group } => {
+            let described = client
+                .describe_group(pb::DescribeGroupRequest { group_id: group })
+                .await?;
+            match output {
+                Output::Json => print_json(
+                    out,
+                    &json!({
+                        "group": described.group_id,
+                        "state": described.state,
+                        "assignor": described.assignor,
+                        "group_epoch": described.group_epoch,
+                        "members": described.members.iter().map(|m| json!({
+                            "member_id": m.member_id,
+                            "instance_id": m.instance_id,
+                            "member_epoch": m.member_epoch,
+                            "topics": m.topics,
+                            "assignment": refs_json(&m.assignment),
+                            "revoking": refs_json(&m.revoking),
+                            "last_heartbeat_ms_ago": m.last_heartbeat_ms_ago,
+                        })).collect::<Vec<_>>(),
+                        "offsets": described.offsets.iter().map(|o| json!({
+                            "topic": o.topic,
+                            "partition": o.partition,
+                            "committed": o.committed,
+                            "high_watermark": o.high_watermark,
+                            "lag": o.lag,
+                        })).collect::<Vec<_>>(),
+                    }),
+                )?,
+                Output::Text => {
+                    writeln!(
+                        out,
+                        "group {}: {} (assignor {}, epoch {})",
+                        described.group_id,
+                        described.state,
+                        described.assignor,
+                        described.group_epoch
+                    )?;
+                    writeln!(
+                        out,
+                        "\n{:<38} {:<16} {:>5}  ASSIGNMENT  (REVOKING)",
+                        "MEMBER", "INSTANCE", "EPOCH"
+                    )?;
+                    for m in &described.members {
+                        writeln!(
+                            out,
+                            "{:<38} {:<16} {:>5}  {}  ({})",
+                            m.member_id,
+                            m.instance_id.as_deref().unwrap_or("-"),
+                            m.member_epoch,
+                            partitions_text(&m.assignment),
+                            partitions_text(&m.revoking)
+                        )?;
+                    }
+                    writeln!(
+                        out,
+                        "\n{:<32} {:>9} {:>12} {:>14} {:>10}",
+                        "TOPIC", "PARTITION", "COMMITTED", "HIGH-WATERMARK", "LAG"
+                    )?;
+                    for o in &described.offsets {
+                        writeln!(
+                            out,
+                            "{:<32} {:>9} {:>12} {:>14} {:>10}",
+                            o.topic,
+                            o.partition,
+                            optional(o.committed),
+                            optional(o.high_watermark),
+                            optional(o.lag)
+                        )?;
+                    }
+                }
+            }
+        }
+        GroupCommand::ResetOffsets {
+            group,
+            topic,
+            partitions,
+            to_earliest,
+            to_latest,
+            to_offset,
+            to_timestamp,
+            shift_by,
+        } => {
+            use pb::reset_offsets_request::To;
+            let to = if to_earliest {
+                To::Earliest(true)
+            } else if to_latest {
+                To::Latest(true)
+            } else if let Some(offset) = to_offset {
+                To::Offset(offset)
+            } else if let Some(ms) = to_timestamp {
+                To::TimestampMs(ms)
+            } else if let Some(by) = shift_by {
+                To::ShiftBy(by)
+            } else {
+                anyhow::bail!(
+                    "name where to: --to-earliest, --to-latest, --to-offset, --to-timestamp or --shift-by"
+                );
+            };
+            let reset = client
+                .reset_offsets(pb::ResetOffsetsRequest {
+                    group_id: group,
+                    topic,
+                    partitions,
+                    to: Some(to),
+                })
+                .await?;
+            match output {
+                Output::Json => print_json(
+                    out,
+                    &reset
+                        .offsets
+                        .iter()
+                        .map(|o| json!({"topic": o.topic, "partition": o.partition, "offset": o.offset}))
+                        .collect::<Vec<_>>(),
+                )?,
+                Output::Text => {
+                    for o in reset.offsets {
+                        writeln!(out, "{}/{} -> {}", o.topic, o.partition, o.offset)?;
+                    }
+                }
+            }
+        }
+        GroupCommand::Delete { group } => {
+            client
+                .delete_group(pb::DeleteGroupRequest {
+                    group_id: group.clone(),
+                })
+                .await?;
+            if output == Output::Text {
+                writeln!(out, "deleted group {group}")?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,817 @@
+//! Consumer groups end to end (real processes, real gRPC, RocksDB): incremental assignment
+//! while members join, leave and die; static membership; commit fencing and the refusals of bad
+//! input; committed offsets across the loss of the consumer-manager leader; `mqctl group`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use mq_client::proto as pb;
+use mq_client::{Client, ClientConfig, ClientError, ErrorCode, NewTopic, Record};
+use mq_consumer::{Consumer, ConsumerConfig, GroupConfig};
+use mq_tests::cluster::{Cluster, ClusterSpec};
+use mq_tests::{Node, binary, wait_until};
+use tokio::task::JoinHandle;
+
+/// One processed record: who, which partition and offset, and a global order.
+#[derive(Debug, Clone)]
+struct Processed {
+    consumer: String,
+    partition: u32,
+    offset: u64,
+    seq: u64,
+}
+
+type Log = Arc<Mutex<Vec<Processed>>>;
+
+fn group_config(group: &str, topic: &str) -> GroupConfig {
+    let mut config = GroupConfig::new(group, [topic]);
+    config.session_timeout = Duration::from_secs(2);
+    config.auto_commit = Some(Duration::from_millis(200));
+    config
+}
+
+/// A consumer task that records every record it yields in `log`, until aborted or until
+/// `stop` says so (then it closes: commit + leave).
+fn spawn_consumer(
+    name: &str,
+    server: String,
+    config: GroupConfig,
+    log: Log,
+    seq: Arc<AtomicU64>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> JoinHandle<anyhow::Result<()>> {
+    let name = name.to_owned();
+    tokio::spawn(async move {
+        let mut consumer = Consumer::new(ConsumerConfig::new([server]))?;
+        consumer.subscribe(config).await?;
+        let mut stop = stop;
+        loop {
+            tokio::select! {
+                next = consumer.next() => {
+                    let record = next.expect("group streams never end")?;
+                    log.lock().expect("log").push(Processed {
+                        consumer: name.clone(),
+                        partition: record.partition,
+                        offset: record.offset,
+                        seq: seq.fetch_add(1, Ordering::SeqCst),
+                    });
+                }
+                _ = stop.changed() => break,
+            }
+        }
+        consumer.close().await?;
+        Ok(())
+    })
+}
+
+async fn produce(
+    client: &Client,
+    topic: &str,
+    partitions: u32,
+    per_partition: u32,
+) -> anyhow::Result<()> {
+    for partition in 0..partitions {
+        let records: Vec<Record> = (0..per_partition)
+            .map(|i| Record::unkeyed(format!("p{partition}-{i}")))
+            .collect();
+        client.produce(topic, partition, records).await?;
+    }
+    Ok(())
+}
+
+/// Members of `group` per the server, with what each owns (assignment + revoking).
+async fn owners(client: &Client, group: &str) -> Option<BTreeMap<String, BTreeSet<(String, u32)>>> {
+    let described = client
+        .describe_group(pb::DescribeGroupRequest {
+            group_id: group.to_owned(),
+        })
+        .await
+        .ok()?;
+    Some(
+        described
+            .members
+            .into_iter()
+            .map(|m| {
+                let owned = m
+                    .assignment
+                    .iter()
+                    .chain(m.revoking.iter())
+                    .map(|r| (r.topic.clone(), r.partition))
+                    .collect();
+                (m.member_id, owned)
+            })
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_shares_partitions_while_members_join_leave_and_die() -> anyhow::Result<()> {
+    let node = Node::start_standalone("groups").await?;
+    let client = node.client();
+    client
+        .create_topic("orders", NewTopic::default().partitions(12))
+        .await?;
+    produce(&client, "orders", 12, 50).await?;
+
+    let log: Log = Arc::default();
+    let seq = Arc::new(AtomicU64::new(0));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    // Watches the server's view: no partition ever owned by two members.
+    let watcher = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut samples = 0u32;
+            loop {
+                if let Some(members) = owners(&client, "billing").await {
+                    let mut seen = BTreeSet::new();
+                    for owned in members.values() {
+                        for tp in owned {
+                            assert!(seen.insert(tp.clone()), "{tp:?} owned twice: {members:?}");
+                        }
+                    }
+                    samples += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                if samples > 100_000 {
+                    return samples;
+                }
+            }
+        })
+    };
+    let config = group_config("billing", "orders");
+    let server = node.address();
+    let mut c1 = spawn_consumer(
+        "c1",
+        server.clone(),
+        config.clone(),
+        log.clone(),
+        seq.clone(),
+        stop.clone(),
+    );
+    let (c2_stop_tx, c2_stop) = tokio::sync::watch::channel(false);
+    let c2 = spawn_consumer(
+        "c2",
+        server.clone(),
+        config.clone(),
+        log.clone(),
+        seq.clone(),
+        c2_stop,
+    );
+    let c3 = spawn_consumer(
+        "c3",
+        server.clone(),
+        config.clone(),
+        log.clone(),
+        seq.clone(),
+        stop.clone(),
+    );
+    let members = |n: usize| {
+        let client = client.clone();
+        move || {
+            let client = client.clone();
+            async move {
+                let described = client
+                    .describe_group(pb::DescribeGroupRequest {
+                        group_id: "billing".into(),
+                    })
+                    .await
+                    .ok()?;
+                (described.members.len() == n && described.state == "stable").then_some(())
+            }
+        }
+    };
+    wait_until("3 members, stable", Duration::from_secs(30), members(3)).await?;
+    produce(&client, "orders", 12, 50).await?;
+
+    // A fourth joins.
+    let c4 = spawn_consumer(
+        "c4",
+        server.clone(),
+        config.clone(),
+        log.clone(),
+        seq.clone(),
+        stop.clone(),
+    );
+    wait_until("4 members, stable", Duration::from_secs(30), members(4)).await?;
+    produce(&client, "orders", 12, 50).await?;
+
+    // c2 leaves cleanly.
+    c2_stop_tx.send(true)?;
+    c2.await??;
+    wait_until(
+        "3 members after a leave",
+        Duration::from_secs(30),
+        members(3),
+    )
+    .await?;
+    produce(&client, "orders", 12, 50).await?;
+
+    // c1 dies: its task is aborted (no leave, no last commit); its session times out.
+    c1.abort();
+    let _ = (&mut c1).await;
+    wait_until(
+        "2 members after a death",
+        Duration::from_secs(30),
+        members(2),
+    )
+    .await?;
+    produce(&client, "orders", 12, 50).await?;
+
+    // Everything produced (12 × 250) is processed at least once.
+    wait_until("every record processed", Duration::from_secs(60), || {
+        let log = log.clone();
+        async move {
+            let seen: BTreeSet<(u32, u64)> = log
+                .lock()
+                .expect("log")
+                .iter()
+                .map(|p| (p.partition, p.offset))
+                .collect();
+            (seen.len() == 12 * 250).then_some(())
+        }
+    })
+    .await?;
+    stop_tx.send(true)?;
+    c3.await??;
+    c4.await??;
+    watcher.abort();
+
+    // Per partition, in processing order: one owner at a time, no gap, and a handover
+    // repeats records only when the previous owner died (c1) without committing them.
+    let mut log = log.lock().expect("log").clone();
+    log.sort_by_key(|p| p.seq);
+    for partition in 0..12 {
+        let events: Vec<&Processed> = log.iter().filter(|p| p.partition == partition).collect();
+        let mut owner = events[0].consumer.clone();
+        let mut previous: Vec<String> = Vec::new();
+        let mut last = events[0].offset;
+        assert_eq!(last, 0, "partition {partition} did not start at 0");
+        for event in &events[1..] {
+            if event.consumer != owner {
+                assert!(
+                    !previous.contains(&event.consumer) || event.consumer != owner,
+                    "partition {partition}: {} read it again after {owner} took it",
+                    event.consumer
+                );
+                if owner == "c1" {
+                    assert!(
+                        event.offset <= last + 1,
+                        "partition {partition}: gap after c1 died ({last} -> {})",
+                        event.offset
+                    );
+                } else {
+                    assert_eq!(
+                        event.offset,
+                        last + 1,
+                        "partition {partition}: {owner} handed over to {} after {last}, which resumed at {}",
+                        event.consumer,
+                        event.offset
+                    );
+                }
+                previous.push(owner.clone());
+                owner = event.consumer.clone();
+            } else {
+                assert_eq!(
+                    event.offset,
+                    last + 1,
+                    "partition {partition}: {owner} skipped or repeated"
+                );
+            }
+            last = event.offset;
+        }
+        assert_eq!(
+            last, 249,
+            "partition {partition}: the last record read was {last}"
+        );
+    }
+    // After a clean stop every partition's committed offset is its end.
+    let committed = client
+        .fetch_offsets(pb::FetchOffsetsRequest {
+            group_id: "billing".into(),
+            partitions: vec![],
+        })
+        .await?;
+    assert_eq!(committed.offsets.len(), 12);
+    assert!(
+        committed.offsets.iter().all(|o| o.offset == 250),
+        "{committed:?}"
+    );
+    node.assert_no_panic();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_restarts_without_a_rebalance_and_zombies_are_fenced() -> anyhow::Result<()>
+{
+    let node = Node::start_standalone("static").await?;
+    let client = node.client();
+    client
+        .create_topic("prices", NewTopic::default().partitions(6))
+        .await?;
+    let mut config = group_config("cache", "prices");
+    config.session_timeout = Duration::from_secs(20);
+    let mut static_config = config.clone();
+    static_config.instance_id = Some("pod-1".into());
+
+    let mut other = Consumer::new(ConsumerConfig::new([node.address()]))?;
+    other.subscribe(config.clone()).await?;
+    let mut first = Consumer::new(ConsumerConfig::new([node.address()]))?;
+    first.subscribe(static_config.clone()).await?;
+    let describe = || {
+        let client = client.clone();
+        async move {
+            client
+                .describe_group(pb::DescribeGroupRequest {
+                    group_id: "cache".into(),
+                })
+                .await
+        }
+    };
+    // Poll both streams so they apply assignments (no records: nothing is produced).
+    let settle = |consumer: &mut Consumer| {
+        let _ = futures::FutureExt::now_or_never(consumer.next());
+    };
+    let stable = wait_until("a stable group of 2", Duration::from_secs(30), || {
+        settle(&mut other);
+        settle(&mut first);
+        let describe = describe();
+        async move {
+            let d = describe.await.ok()?;
+            (d.state == "stable"
+                && d.members.len() == 2
+                && d.members.iter().all(|m| m.assignment.len() == 3))
+            .then_some(d)
+        }
+    })
+    .await?;
+    let static_before = stable
+        .members
+        .iter()
+        .find(|m| m.instance_id.is_some())
+        .expect("static member")
+        .clone();
+    let other_before = stable
+        .members
+        .iter()
+        .find(|m| m.instance_id.is_none())
+        .expect("other")
+        .clone();
+
+    // Restart: leave (static: keeps its partitions), then join again with the same instance.
+    first.close().await?;
+    let away = describe().await?;
+    assert_eq!(
+        away.group_epoch, stable.group_epoch,
+        "a static leave must not rebalance"
+    );
+    let mut second = Consumer::new(ConsumerConfig::new([node.address()]))?;
+    second.subscribe(static_config).await?;
+    let old_id = static_before.member_id.clone();
+    let after = wait_until("the static member back", Duration::from_secs(10), || {
+        settle(&mut second);
+        let describe = describe();
+        let old_id = old_id.clone();
+        async move {
+            let d = describe.await.ok()?;
+            let back = d.members.iter().find(|m| m.instance_id.is_some())?;
+            (back.member_id != old_id).then_some(d)
+        }
+    })
+    .await?;
+    assert_eq!(after.group_epoch, stable.group_epoch, "no rebalance");
+    let back = after
+        .members
+        .iter()
+        .find(|m| m.instance_id.is_some())
+        .expect("static");
+    assert_eq!(back.assignment, static_before.assignment, "same partitions");
+    let other_after = after
+        .members
+        .iter()
+        .find(|m| m.instance_id.is_none())
+        .expect("other");
+    assert_eq!(other_after.assignment, other_before.assignment);
+    assert_eq!(
+        other_after.member_epoch, other_before.member_epoch,
+        "the other member was not disturbed"
+    );
+
+    // The old incarnation is a zombie: its commits are refused and change nothing.
+    let tp = &static_before.assignment[0];
+    let zombie = client
+        .commit_offsets(pb::CommitOffsetsRequest {
+            group_id: "cache".into(),
+            member_id: static_before.member_id.clone(),
+            member_epoch: static_before.member_epoch,
+            offsets: vec![pb::OffsetCommit {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                offset: 7,
+                metadata: String::new(),
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(zombie.code(), ErrorCode::UnknownMember, "{zombie}");
+    let committed = client
+        .fetch_offsets(pb::FetchOffsetsRequest {
+            group_id: "cache".into(),
+            partitions: vec![],
+        })
+        .await?;
+    assert!(
+        committed.offsets.iter().all(|o| o.offset != 7),
+        "{committed:?}"
+    );
+    node.assert_no_panic();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_bad_input_is_refused_without_a_state_change() -> anyhow::Result<()> {
+    let node = Node::start_standalone("group-bad").await?;
+    let client = node.client();
+    client
+        .create_topic("t", NewTopic::default().partitions(2))
+        .await?;
+    let join = client
+        .heartbeat(pb::GroupHeartbeatRequest {
+            group_id: "g".into(),
+            topics: vec!["t".into()],
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(join.assignment.len(), 2);
+    assert!(join.member_epoch >= 1);
+    let commit = |member_id: &str, epoch: u32, partition: u32| pb::CommitOffsetsRequest {
+        group_id: "g".into(),
+        member_id: member_id.into(),
+        member_epoch: epoch,
+        offsets: vec![pb::OffsetCommit {
+            topic: "t".into(),
+            partition,
+            offset: 1,
+            metadata: String::new(),
+        }],
+    };
+    client
+        .commit_offsets(commit(&join.member_id, join.member_epoch, 0))
+        .await?;
+    let before = client
+        .fetch_offsets(pb::FetchOffsetsRequest {
+            group_id: "g".into(),
+            partitions: vec![],
+        })
+        .await?;
+
+    let expect = |result: Result<(), ClientError>, code: ErrorCode, needle: &str| {
+        let error = result.expect_err(needle);
+        assert_eq!(error.code(), code, "{error}");
+        assert!(
+            error.to_string().contains(needle),
+            "{error} should name {needle}"
+        );
+    };
+    expect(
+        client
+            .commit_offsets(commit("nobody", 1, 0))
+            .await
+            .map(drop),
+        ErrorCode::UnknownMember,
+        "nobody",
+    );
+    expect(
+        client
+            .commit_offsets(commit(&join.member_id, join.member_epoch + 5, 0))
+            .await
+            .map(drop),
+        ErrorCode::StaleMemberEpoch,
+        "epoch",
+    );
+    expect(
+        client
+            .commit_offsets(commit(&join.member_id, join.member_epoch, 9))
+            .await
+            .map(drop),
+        ErrorCode::FencedMember,
+        "t/9",
+    );
+    expect(
+        client.commit_offsets(commit("", 0, 0)).await.map(drop),
+        ErrorCode::GroupNotEmpty,
+        "members",
+    );
+    expect(
+        client
+            .describe_group(pb::DescribeGroupRequest {
+                group_id: "missing".into(),
+            })
+            .await
+            .map(drop),
+        ErrorCode::GroupNotFound,
+        "missing",
+    );
+    expect(
+        client
+            .describe_group(pb::DescribeGroupRequest {
+                group_id: "bad group".into(),
+            })
+            .await
+            .map(drop),
+        ErrorCode::InvalidArgument,
+        "group_id",
+    );
+    expect(
+        client
+            .heartbeat(pb::GroupHeartbeatRequest {
+                group_id: "g".into(),
+                topics: vec!["t".into()],
+                session_timeout_ms: 5,
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        ErrorCode::InvalidArgument,
+        "session_timeout_ms",
+    );
+    expect(
+        client
+            .heartbeat(pb::GroupHeartbeatRequest {
+                group_id: "g".into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        ErrorCode::InvalidArgument,
+        "topics",
+    );
+    expect(
+        client
+            .heartbeat(pb::GroupHeartbeatRequest {
+                group_id: "g".into(),
+                member_id: "ghost".into(),
+                topics: vec!["t".into()],
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        ErrorCode::UnknownMember,
+        "ghost",
+    );
+    expect(
+        client
+            .reset_offsets(pb::ResetOffsetsRequest {
+                group_id: "g".into(),
+                topic: "t".into(),
+                partitions: vec![],
+                to: Some(pb::reset_offsets_request::To::Earliest(true)),
+            })
+            .await
+            .map(drop),
+        ErrorCode::GroupNotEmpty,
+        "members",
+    );
+    expect(
+        client
+            .delete_group(pb::DeleteGroupRequest {
+                group_id: "g".into(),
+            })
+            .await
+            .map(drop),
+        ErrorCode::GroupNotEmpty,
+        "members",
+    );
+    let after = client
+        .fetch_offsets(pb::FetchOffsetsRequest {
+            group_id: "g".into(),
+            partitions: vec![],
+        })
+        .await?;
+    assert_eq!(before, after, "a refused request changed the offsets");
+    let described = client
+        .describe_group(pb::DescribeGroupRequest {
+            group_id: "g".into(),
+        })
+        .await?;
+    assert_eq!(described.members.len(), 1);
+
+    // The consumer crate: commit without a group is refused locally.
+    let consumer = Consumer::new(ConsumerConfig::new([node.address()]))?;
+    assert!(matches!(
+        consumer.commit().await,
+        Err(ClientError::InvalidArgument(_))
+    ));
+    node.assert_no_panic();
+    Ok(())
+}
+
+/// Commits from outside the membership (an empty group), one increasing offset after another,
+/// while the consumer-manager leader is killed: every acknowledged commit survives, and the
+/// committed offset never goes backwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn committed_offsets_survive_the_loss_of_the_consumer_manager_leader() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(ClusterSpec::new(3, 1)).await?;
+    let client = cluster.client();
+    client
+        .create_topic(
+            "events",
+            NewTopic::default().partitions(1).replication_factor(1),
+        )
+        .await?;
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let committer = {
+        let client = cluster.client();
+        let acknowledged = acknowledged.clone();
+        tokio::spawn(async move {
+            let mut highest_read = 0u64;
+            for offset in 1..=u64::MAX {
+                let request = pb::CommitOffsetsRequest {
+                    group_id: "ledger".into(),
+                    member_id: String::new(),
+                    member_epoch: 0,
+                    offsets: vec![pb::OffsetCommit {
+                        topic: "events".into(),
+                        partition: 0,
+                        offset,
+                        metadata: String::new(),
+                    }],
+                };
+                if client.commit_offsets(request).await.is_ok() {
+                    acknowledged.store(offset, Ordering::SeqCst);
+                }
+                let read = client
+                    .fetch_offsets(pb::FetchOffsetsRequest {
+                        group_id: "ledger".into(),
+                        partitions: vec![],
+                    })
+                    .await;
+                if let Ok(read) = read {
+                    let now = read.offsets[0].offset;
+                    assert!(
+                        now >= highest_read,
+                        "committed offset went back from {highest_read} to {now}"
+                    );
+                    highest_read = now;
+                }
+                if offset % 50 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    wait_until("commits under way", Duration::from_secs(30), || {
+        let acknowledged = acknowledged.clone();
+        async move { (acknowledged.load(Ordering::SeqCst) > 100).then_some(()) }
+    })
+    .await?;
+    // Find the consumer manager's leader: the only manager that answers a read itself.
+    let mut leader = None;
+    for (i, manager) in cluster.managers.iter().enumerate() {
+        let direct = Client::new(ClientConfig::new([manager.address()]))?;
+        let mut channel_only = pb::consumer_groups_client::ConsumerGroupsClient::connect(format!(
+            "http://{}",
+            manager.address()
+        ))
+        .await?;
+        drop(direct);
+        let answer = channel_only
+            .fetch_offsets(pb::FetchOffsetsRequest {
+                group_id: "ledger".into(),
+                partitions: vec![],
+            })
+            .await;
+        if answer.is_ok() {
+            leader = Some(i);
+        }
+    }
+    let leader = leader.expect("a consumer-manager leader");
+    let before_kill = acknowledged.load(Ordering::SeqCst);
+    cluster.managers[leader].kill9()?;
+    wait_until(
+        "commits acknowledged again after the kill",
+        Duration::from_secs(30),
+        || {
+            let acknowledged = acknowledged.clone();
+            async move { (acknowledged.load(Ordering::SeqCst) > before_kill + 100).then_some(()) }
+        },
+    )
+    .await?;
+    let last = acknowledged.load(Ordering::SeqCst);
+    Cluster::restart(&mut cluster.managers[leader]).await?;
+    committer.abort();
+    let _ = committer
+        .await
+        .map_err(|e| assert!(e.is_cancelled(), "the committer failed: {e}"));
+    let read = client
+        .fetch_offsets(pb::FetchOffsetsRequest {
+            group_id: "ledger".into(),
+            partitions: vec![],
+        })
+        .await?;
+    assert!(
+        read.offsets[0].offset >= last,
+        "acknowledged {last}, read {}",
+        read.offsets[0].offset
+    );
+    cluster.assert_no_panic();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqctl_lists_describes_resets_and_deletes_groups() -> anyhow::Result<()> {
+    let node = Node::start_standalone("mqctl-groups").await?;
+    let client = node.client();
+    client
+        .create_topic("audit", NewTopic::default().partitions(2))
+        .await?;
+    produce(&client, "audit", 2, 10).await?;
+    let mqctl = |args: &[&str]| {
+        std::process::Command::new(binary("mqctl"))
+            .env("MQ_SERVER", node.address())
+            .args(args)
+            .output()
+    };
+    // consume --group reads its share (all, alone) and commits what it printed.
+    let consumed = mqctl(&[
+        "consume", "audit", "--group", "auditors", "-n", "20", "-f", "%p:%o",
+    ])?;
+    assert!(
+        consumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&consumed.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&consumed.stdout).lines().count(),
+        20
+    );
+
+    let listed = mqctl(&["group", "list", "--output", "json"])?;
+    let groups: serde_json::Value = serde_json::from_slice(&listed.stdout)?;
+    assert_eq!(groups[0]["group"], "auditors");
+    assert_eq!(groups[0]["state"], "empty");
+
+    let described = mqctl(&["group", "describe", "auditors", "--output", "json"])?;
+    let described: serde_json::Value = serde_json::from_slice(&described.stdout)?;
+    for partition in &described["offsets"].as_array().expect("offsets")[..] {
+        assert_eq!(partition["committed"], 10);
+        assert_eq!(partition["lag"], 0);
+    }
+
+    let reset = mqctl(&[
+        "group",
+        "reset-offsets",
+        "auditors",
+        "--topic",
+        "audit",
+        "--shift-by",
+        "-4",
+    ])?;
+    assert!(
+        reset.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&reset.stdout),
+        "audit/0 -> 6\naudit/1 -> 6\n"
+    );
+    let reset = mqctl(&[
+        "group",
+        "reset-offsets",
+        "auditors",
+        "--topic",
+        "audit",
+        "-p",
+        "1",
+        "--to-offset",
+        "99",
+    ])?;
+    assert_eq!(
+        String::from_utf8_lossy(&reset.stdout),
+        "audit/1 -> 10\n",
+        "clamped to the high watermark"
+    );
+    // The next member resumes from the reset offsets: 4 records of partition 0.
+    let resumed = mqctl(&[
+        "consume", "audit", "--group", "auditors", "-n", "4", "-f", "%p:%o",
+    ])?;
+    assert_eq!(
+        String::from_utf8_lossy(&resumed.stdout),
+        "0:6\n0:7\n0:8\n0:9\n"
+    );
+
+    let deleted = mqctl(&["group", "delete", "auditors"])?;
+    assert!(deleted.status.success());
+    let missing = mqctl(&["group", "describe", "auditors"])?;
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("GROUP_NOT_FOUND"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    node.assert_no_panic();
+    Ok(())
+}
