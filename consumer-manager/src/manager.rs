@@ -32,10 +32,6 @@ const EXPIRY_TICK: Duration = Duration::from_millis(200);
 const TOPICS_TTL: Duration = Duration::from_secs(1);
 /// How long describing a group waits for a partition's high watermark.
 const LAG_TIMEOUT: Duration = Duration::from_secs(2);
-/// The heartbeat interval told to members: a third of the session timeout, at most 3 s.
-fn heartbeat_interval(session_timeout_ms: u32) -> u32 {
-    (session_timeout_ms / 3).min(3_000)
-}
 
 /// Process-wide pieces shared with the co-located cluster manager (and broker, standalone).
 #[derive(Debug, Clone)]
@@ -695,8 +691,8 @@ impl ConsumerManager {
         }
     }
 
-    /// The heartbeat interval to tell a member.
+    /// The heartbeat interval told to members: a third of the session timeout, at most 3 s.
     pub fn heartbeat_interval_ms(session_timeout_ms: u32) -> u32 {
-        heartbeat_interval(session_timeout_ms)
+        (session_timeout_ms / 3).min(3_000)
     }
 }

@@ -391,7 +391,7 @@ impl Runner {
                 })
                 .collect(),
         };
-        if next != current_assignment(&current) {
+        if next.partitions != current {
             tracing::info!(group = %self.config.group_id, partitions = next.partitions.len(), "assignment");
             self.publish.send_replace(next);
         }
@@ -434,11 +434,5 @@ impl Runner {
             starts.insert((topic.clone(), *partition), resolved.offset);
         }
         Ok(starts)
-    }
-}
-
-fn current_assignment(partitions: &BTreeMap<Tp, u64>) -> Assignment {
-    Assignment {
-        partitions: partitions.clone(),
     }
 }
