@@ -20,6 +20,7 @@ pub struct BrokerConfig {
     pub storage: StoreOptions,
     pub raft: RaftTimings,
     pub limits: Limits,
+    pub retention: RetentionSettings,
     /// The embedded cluster manager's settings (standalone mode only).
     pub cluster_manager: mq_cluster_manager::ClusterManagerConfig,
 }
@@ -118,6 +119,23 @@ impl RaftTimings {
             ..Default::default()
         };
         config.validate().map_err(|err| err.to_string())
+    }
+}
+
+/// How retention is enforced (the limits themselves are topic configs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// How often each replica checks its partition's retention limits.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            check_interval: Duration::from_secs(30),
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use mq_common::ids::{GroupId, PartitionId, TopicName};
 use mq_proto::internal as ipb;
 
 use crate::error::BrokerError;
+use crate::partition::retention::Retention;
 use crate::partition::{Member, ReplicaSpec};
 
 pub fn topic(field: &str, name: &str) -> Result<TopicName, BrokerError> {
@@ -64,5 +65,9 @@ pub fn spec_from_proto(spec: ipb::ReplicaSpec) -> Result<ReplicaSpec, BrokerErro
         members,
         bootstrap: spec.bootstrap,
         max_message_bytes: spec.max_message_bytes,
+        retention: Retention {
+            max_age_ms: u64::try_from(spec.retention_ms).ok().filter(|v| *v > 0),
+            max_bytes: u64::try_from(spec.retention_bytes).ok().filter(|v| *v > 0),
+        },
     })
 }

@@ -130,6 +130,7 @@ pub async fn run(
             peers: peers.clone(),
             registry: registry.clone(),
             raft_config: partition_raft,
+            retention_check_interval: config.retention.check_interval,
         })
         .await?,
     );

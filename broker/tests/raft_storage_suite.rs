@@ -28,7 +28,8 @@ impl StoreBuilder<PartitionTypes, RocksLogStore<PartitionTypes>, PartitionStateM
         let store = Store::open(dir.path(), &StoreOptions::default()).expect("open store");
         let group = GroupId(4242);
         let log = RocksLogStore::new(store.clone(), group);
-        let state_machine = PartitionStateMachine::open(store, group).expect("open state machine");
+        let state_machine =
+            PartitionStateMachine::open(store, log.clone()).expect("open state machine");
         Ok((dir, log, state_machine))
     }
 }

@@ -81,6 +81,7 @@ async fn start_group() -> anyhow::Result<Vec<Replica>> {
             peers: Arc::new(Peers::default()),
             registry,
             raft_config: raft_config.clone(),
+            retention_check_interval: Duration::from_secs(3600),
         };
         let spec = ReplicaSpec {
             group: GroupId(2048),
@@ -92,6 +93,7 @@ async fn start_group() -> anyhow::Result<Vec<Replica>> {
             members: members.clone(),
             bootstrap: true,
             max_message_bytes: 1 << 20,
+            retention: Default::default(),
         };
         let partition = Partition::start(&context, spec).await?;
         replicas.push(Replica {

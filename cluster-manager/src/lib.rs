@@ -4,6 +4,7 @@
 //!
 //! - [`state`]: the metadata and the pure function that applies commands to it.
 //! - [`placement`]: where new replicas go, as a pure function.
+//! - [`topic_config`]: topic config keys, defaults and validation.
 //! - [`state_machine`]: the openraft state machine persisting the state in `kv`.
 //! - [`manager`]: [`ClusterManager`], the transport-free service: topic management, broker
 //!   liveness, and the reconciler that creates and removes replicas on brokers.
@@ -22,6 +23,7 @@ pub mod placement;
 pub mod service;
 pub mod state;
 pub mod state_machine;
+pub mod topic_config;
 pub mod types;
 
 pub use config::{ClusterManagerConfig, ManagerNodeConfig};

@@ -22,19 +22,15 @@ use openraft::impls::BasicNode;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::config::{
-    ClusterManagerConfig, DEFAULT_MAX_MESSAGE_BYTES, MAX_MAX_MESSAGE_BYTES, MAX_PARTITIONS,
-};
+use crate::config::{ClusterManagerConfig, MAX_PARTITIONS};
 use crate::error::CmError;
 use crate::placement;
 use crate::state::{BrokerRecord, ClusterState, MetaCommand, MetaResponse, TopicRecord};
 use crate::state_machine::{MetaStateMachine, SharedState};
+use crate::topic_config::{TopicConfig, effective_configs};
 use crate::types::MetaRaft;
 
 mod reconcile;
-
-/// The topic config keys this version understands.
-pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 
 /// A request to create a topic, validated by the caller's translation layer except for what
 /// needs the cluster's state.
@@ -861,40 +857,6 @@ fn hosted_groups(replicas: &[ReplicaReport]) -> Vec<(GroupId, u64)> {
     groups
 }
 
-/// Fills in defaults and checks every key and value of a topic's configs.
-pub fn effective_configs(
-    requested: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, String>, CmError> {
-    let mut configs = BTreeMap::from([(
-        MAX_MESSAGE_BYTES.to_owned(),
-        DEFAULT_MAX_MESSAGE_BYTES.to_string(),
-    )]);
-    for (key, value) in requested {
-        match key.as_str() {
-            MAX_MESSAGE_BYTES => {
-                let parsed: u32 = value
-                    .parse()
-                    .ok()
-                    .filter(|v| (1..=MAX_MAX_MESSAGE_BYTES).contains(v))
-                    .ok_or_else(|| {
-                        CmError::invalid(
-                            format!("configs[{key}]"),
-                            format!("'{value}' is not a size between 1 and {MAX_MAX_MESSAGE_BYTES} bytes"),
-                        )
-                    })?;
-                configs.insert(key.clone(), parsed.to_string());
-            }
-            _ => {
-                return Err(CmError::invalid(
-                    format!("configs[{key}]"),
-                    format!("unknown topic config; known keys: {MAX_MESSAGE_BYTES}"),
-                ));
-            }
-        }
-    }
-    Ok(configs)
-}
-
 /// The wire form of `replicas` as Raft members, with their brokers' addresses.
 fn raft_members<'a>(
     state: &ClusterState,
@@ -923,6 +885,8 @@ fn replica_spec(
 ) -> ipb::ReplicaSpec {
     let bootstrap: Vec<_> = partition.replicas.iter().filter(|r| r.bootstrap).collect();
     let members = raft_members(state, bootstrap);
+    // Stored configs were validated when the topic was created.
+    let config = TopicConfig::parse(&topic.configs).unwrap_or_default();
     ipb::ReplicaSpec {
         group_id: partition.group.0,
         topic: topic.name.to_string(),
@@ -931,11 +895,9 @@ fn replica_spec(
         node_id: replica.node_id,
         members,
         bootstrap: replica.bootstrap,
-        max_message_bytes: topic
-            .configs
-            .get(MAX_MESSAGE_BYTES)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
+        max_message_bytes: config.max_message_bytes,
+        retention_ms: config.retention_ms.map_or(-1, |v| v as i64),
+        retention_bytes: config.retention_bytes.map_or(-1, |v| v as i64),
         partition_count: topic.partitions.len() as u32,
     }
 }
@@ -964,26 +926,4 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn configs_get_defaults_and_reject_unknown_or_bad_values() {
-        let configs = effective_configs(&BTreeMap::new()).unwrap();
-        assert_eq!(configs[MAX_MESSAGE_BYTES], "1048576");
-        let set = BTreeMap::from([(MAX_MESSAGE_BYTES.to_owned(), "2048".to_owned())]);
-        assert_eq!(effective_configs(&set).unwrap()[MAX_MESSAGE_BYTES], "2048");
-        for (key, value) in [
-            ("retention.ms", "1"),
-            (MAX_MESSAGE_BYTES, "0"),
-            (MAX_MESSAGE_BYTES, "lots"),
-        ] {
-            let bad = BTreeMap::from([(key.to_owned(), value.to_owned())]);
-            let err = effective_configs(&bad).unwrap_err().to_string();
-            assert!(err.contains(key), "{err}");
-        }
-    }
 }

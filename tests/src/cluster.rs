@@ -280,38 +280,59 @@ impl Cluster {
 }
 
 /// Every record of a partition as one replica has it: fetched from that broker directly (any
-/// replica serves reads up to its own high watermark), with its high watermark.
+/// replica serves reads up to its own high watermark) from its log start offset, with its high
+/// watermark.
 pub async fn read_replica(
     address: &str,
     topic: &str,
     partition: u32,
 ) -> anyhow::Result<(u64, Vec<(u64, mq_client::Record)>)> {
+    use mq_proto::internal as ipb;
     use mq_proto::v1 as pb;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
         .connect()
         .await?;
     let mut broker =
-        pb::broker_client::BrokerClient::new(channel).max_decoding_message_size(64 << 20);
-    let mut records = Vec::new();
-    let mut offset = 0;
-    loop {
-        let response = broker
-            .fetch(pb::FetchRequest {
-                topic: topic.to_owned(),
-                partition,
-                offset,
-                max_records: 0,
-                max_bytes: 0,
-                max_wait_ms: 0,
-            })
+        pb::broker_client::BrokerClient::new(channel.clone()).max_decoding_message_size(64 << 20);
+    let mut replicas = ipb::replica_manager_client::ReplicaManagerClient::new(channel);
+    // Retention may move the log start while we read: start again from the new one.
+    'from_log_start: loop {
+        let status = replicas
+            .get_replica_status(ipb::GetReplicaStatusRequest { group_ids: vec![] })
             .await?
             .into_inner();
-        for record in response.records {
-            records.push(mq_common::records::proto::from_consumed(record));
-        }
-        offset = response.next_offset;
-        if offset >= response.high_watermark {
-            return Ok((response.high_watermark, records));
+        let Some(replica) = status
+            .replicas
+            .iter()
+            .find(|r| r.topic == topic && r.partition == partition)
+        else {
+            bail!("{address} hosts no replica of {topic}/{partition}");
+        };
+        let mut records = Vec::new();
+        let mut offset = replica.log_start_offset;
+        loop {
+            let response = match broker
+                .fetch(pb::FetchRequest {
+                    topic: topic.to_owned(),
+                    partition,
+                    offset,
+                    max_records: 0,
+                    max_bytes: 0,
+                    max_wait_ms: 0,
+                })
+                .await
+            {
+                Ok(response) => response.into_inner(),
+                Err(status) if status.code() == tonic::Code::OutOfRange => continue 'from_log_start,
+                Err(status) => return Err(status.into()),
+            };
+            for record in response.records {
+                records.push(mq_common::records::proto::from_consumed(record));
+            }
+            offset = response.next_offset;
+            if offset >= response.high_watermark {
+                return Ok((response.high_watermark, records));
+            }
         }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod producers;
 pub mod read;
+pub mod retention;
 pub mod state_machine;
 pub mod types;
 
@@ -57,6 +58,9 @@ pub struct ReplicaSpec {
     /// Whether this replica initializes the group with `members`.
     pub bootstrap: bool,
     pub max_message_bytes: u32,
+    /// How long and how much data the partition keeps.
+    #[serde(default)]
+    pub retention: retention::Retention,
 }
 
 /// What a replica reports about itself.
@@ -82,6 +86,8 @@ pub struct PartitionContext {
     pub peers: Arc<Peers>,
     pub registry: GroupRegistry,
     pub raft_config: Arc<openraft::Config>,
+    /// How often each replica checks its retention limits.
+    pub retention_check_interval: Duration,
 }
 
 pub struct Partition {
@@ -92,6 +98,7 @@ pub struct Partition {
     progress: watch::Receiver<Progress>,
     sequencer: producers::Sequencer,
     applied_sequences: producers::AppliedSequences,
+    retention_target: state_machine::RetentionTarget,
 }
 
 impl std::fmt::Debug for Partition {
@@ -114,9 +121,10 @@ impl Partition {
         let span = tracing::info_span!("partition", group = %spec.group, topic = %spec.topic, partition = %spec.partition);
         async {
             let log = RocksLogStore::<PartitionTypes>::new(context.store.clone(), spec.group);
-            let state_machine = PartitionStateMachine::open(context.store.clone(), spec.group)?;
+            let state_machine = PartitionStateMachine::open(context.store.clone(), log.clone())?;
             let progress = state_machine.progress();
             let applied_sequences = state_machine.applied_sequences();
+            let retention_target = state_machine.retention_target();
             let network = GrpcNetworkFactory::new(context.peers.clone(), spec.group, spec.node_id);
             let raft = openraft::Raft::new(
                 spec.node_id,
@@ -154,7 +162,7 @@ impl Partition {
                 high_watermark = progress.borrow().high_watermark,
                 "replica started"
             );
-            Ok(Arc::new(Self {
+            let partition = Arc::new(Self {
                 log,
                 store: context.store.clone(),
                 raft,
@@ -162,10 +170,48 @@ impl Partition {
                 spec,
                 sequencer: producers::Sequencer::default(),
                 applied_sequences,
-            }))
+                retention_target,
+            });
+            if !partition.spec.retention.is_unlimited() {
+                let task =
+                    retention_task(Arc::downgrade(&partition), context.retention_check_interval);
+                tokio::spawn(task.in_current_span());
+            }
+            Ok(partition)
         }
         .instrument(span)
         .await
+    }
+
+    /// Deletes the batches the retention limits expire, as of `now_ms`: sets the snapshot
+    /// point and asks Raft for the snapshot, whose build moves the log start offset; Raft then
+    /// purges the log up to it. Returns the log start offset asked for, if anything expired.
+    pub async fn enforce_retention(
+        self: &Arc<Self>,
+        now_ms: i64,
+    ) -> Result<Option<u64>, BrokerError> {
+        let progress = self.progress();
+        let limits = self.spec.retention;
+        let partition = self.clone();
+        let cut = tokio::task::spawn_blocking(move || {
+            partition.reader().retention_point(progress, limits, now_ms)
+        })
+        .await
+        .map_err(|err| BrokerError::Io(std::io::Error::other(err)))?
+        .map_err(|err| {
+            BrokerError::from_read(self.spec.topic.as_str(), self.spec.partition.0, err)
+        })?;
+        let Some(cut) = cut else {
+            return Ok(None);
+        };
+        tracing::debug!(group = %self.spec.group, raft_index = cut.raft_index, log_start_offset = cut.log_start_offset, "retention cut");
+        *self.retention_target.lock().expect("target lock") = Some(cut);
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|err| raft_error(self.spec.group, err))?;
+        Ok(Some(cut.log_start_offset))
     }
 
     pub fn spec(&self) -> &ReplicaSpec {
@@ -287,8 +333,11 @@ impl Partition {
         .map_err(|err| BrokerError::Io(std::io::Error::other(err)))?
         .map_err(|err| {
             BrokerError::from_read(self.spec.topic.as_str(), self.spec.partition.0, err)
-        })?;
-        Ok((result, progress))
+        });
+        // Retention moves the log start before it deletes: a read that overlapped a deletion
+        // finds the offset out of range now, and must not return what it saw.
+        self.check_offset(offset)?;
+        Ok((result?, progress))
     }
 
     /// The first offset with a timestamp at or after `timestamp_ms` (and that timestamp), or
@@ -554,6 +603,33 @@ impl Partition {
     pub async fn shutdown(&self) {
         if let Err(err) = self.raft.shutdown().await {
             tracing::warn!(group = %self.spec.group, %err, "raft shutdown");
+        }
+    }
+}
+
+/// Checks the retention limits of a partition every `interval` while it exists.
+async fn retention_task(partition: std::sync::Weak<Partition>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(partition) = partition.upgrade() else {
+            return;
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        if let Err(err) = partition.enforce_retention(now_ms).await {
+            if partition
+                .raft
+                .metrics()
+                .borrow_watched()
+                .running_state
+                .is_err()
+            {
+                return;
+            }
+            tracing::warn!(%err, "retention check failed");
         }
     }
 }

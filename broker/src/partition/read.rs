@@ -8,7 +8,8 @@ use mq_raft::{RocksLogStore, Store};
 use openraft::EntryPayload;
 use rocksdb::{DBRawIterator, ReadOptions};
 
-use super::state_machine::IndexEntry;
+use super::retention::{self, Cut, Retention};
+use super::state_machine::{IndexEntry, Progress};
 use super::types::{PartitionCommand, PartitionTypes};
 use crate::batch::{BatchError, StoredBatch};
 
@@ -130,6 +131,63 @@ impl PartitionReader<'_> {
         }
         rows.status().map_err(mq_raft::store::io_error)?;
         Ok(None)
+    }
+
+    /// Where `limits` cut the stored range of `progress` as of `now_ms`, if anywhere.
+    pub fn retention_point(
+        &self,
+        progress: Progress,
+        limits: Retention,
+        now_ms: i64,
+    ) -> Result<Option<Cut>, ReadError> {
+        let mut failure = None;
+        let stored_bytes = match limits.max_bytes {
+            Some(_) => self
+                .stored_rows(progress, &mut failure)
+                .map(|(_, row)| u64::from(row.batch_bytes))
+                .sum(),
+            None => 0,
+        };
+        if let Some(err) = failure.take() {
+            return Err(err);
+        }
+        let rows = self.stored_rows(progress, &mut failure);
+        let cut = retention::retention_point(rows, stored_bytes, now_ms, limits);
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(cut),
+        }
+    }
+
+    /// The index rows of the stored range of `progress`, oldest first; a failure ends them
+    /// and is kept in `failure`.
+    fn stored_rows<'a>(
+        &'a self,
+        progress: Progress,
+        failure: &'a mut Option<ReadError>,
+    ) -> impl Iterator<Item = (u64, IndexEntry)> + 'a {
+        let mut rows = self.rows_from(progress.log_start_offset, progress.high_watermark);
+        std::iter::from_fn(move || {
+            loop {
+                if !rows.valid() {
+                    if let Err(err) = rows.status() {
+                        *failure = Some(ReadError::Storage(mq_raft::store::io_error(err)));
+                    }
+                    return None;
+                }
+                let row = decode_row(&rows);
+                rows.next();
+                match row {
+                    Ok((base, row))
+                        if base + u64::from(row.record_count) <= progress.log_start_offset => {}
+                    Ok(row) => return Some(row),
+                    Err(err) => {
+                        *failure = Some(err);
+                        return None;
+                    }
+                }
+            }
+        })
     }
 
     /// This group's index rows with base offsets below `high_watermark`, positioned at the

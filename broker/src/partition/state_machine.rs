@@ -5,16 +5,21 @@
 //! offset at the last applied entry) is published after that write; nothing above it is ever
 //! read.
 //!
-//! Snapshots are metadata only (next offset, log start offset): the retention scheme of the
-//! design builds them at the retention point, so a follower that installs one has every record
-//! it must keep sent to it through ordinary appends.
+//! Snapshots are metadata only (next offset, log start offset, idempotent producers) and are
+//! built only at a retention point ([`super::retention`]): the state *as of* the last deleted
+//! batch, which may be older than the last applied entry. The producers as of that point are
+//! the previous snapshot's replayed through the deleted batches' index rows (which carry each
+//! batch's producer and sequence); the membership as of that point comes from a history of
+//! membership entries. A follower that installs such a snapshot gets every retained batch
+//! through ordinary appends, so it never has a hole in its retained range.
 
 use std::io;
+use std::sync::{Arc, Mutex};
 
 use futures::TryStreamExt;
 use mq_common::ids::GroupId;
 use mq_raft::keys::{self, CF_OFFSET_INDEX, CF_SM_META};
-use mq_raft::{Store, codec};
+use mq_raft::{RocksLogStore, Store, codec};
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
@@ -23,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::producers::{AppliedSequences, Producers, RecentBatch, Sequence};
+use super::retention::Cut;
 use super::types::{
     Appended, ApplyResult, LogId, PartitionCommand, PartitionTypes, Snapshot, SnapshotMeta,
     StoredMembership,
@@ -34,6 +40,9 @@ mod meta_tag {
     pub const SNAPSHOT: u8 = 2;
     /// `group ‖ PRODUCER ‖ producer id` -> that producer's [`ProducerState`].
     pub const PRODUCER: u8 = 3;
+    /// `group ‖ MEMBERSHIP ‖ raft index` -> the membership that entry set (history back to the
+    /// current snapshot's, for snapshots at a retention point).
+    pub const MEMBERSHIP: u8 = 4;
 }
 
 /// What the state machine has applied, persisted as one value.
@@ -43,8 +52,6 @@ pub struct AppliedState {
     pub membership: StoredMembership,
     /// The offset the next record gets: the high watermark.
     pub next_offset: u64,
-    /// The first offset still stored.
-    pub log_start_offset: u64,
 }
 
 /// The positions readers need, published after every apply.
@@ -55,24 +62,28 @@ pub struct Progress {
 }
 
 /// The snapshot data of a partition: metadata only (positions and idempotent producers).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct PartitionSnapshot {
     next_offset: u64,
     log_start_offset: u64,
     producers: Producers,
 }
 
-/// One row of the offset index: where the batch with a given base offset lives.
+/// One row of the offset index: where the batch with a given base offset lives, and (for
+/// snapshots at a retention point) its idempotent producer and sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexEntry {
     pub raft_index: u64,
     pub record_count: u32,
     pub max_timestamp_ms: i64,
     pub batch_bytes: u32,
+    /// 0: not an idempotent producer's batch.
+    pub producer_id: u64,
+    pub base_sequence: u32,
 }
 
 impl IndexEntry {
-    pub const LEN: usize = 24;
+    pub const LEN: usize = 36;
 
     pub fn encode(&self) -> [u8; Self::LEN] {
         let mut out = [0u8; Self::LEN];
@@ -80,6 +91,8 @@ impl IndexEntry {
         out[8..12].copy_from_slice(&self.record_count.to_be_bytes());
         out[12..20].copy_from_slice(&self.max_timestamp_ms.to_be_bytes());
         out[20..24].copy_from_slice(&self.batch_bytes.to_be_bytes());
+        out[24..32].copy_from_slice(&self.producer_id.to_be_bytes());
+        out[32..36].copy_from_slice(&self.base_sequence.to_be_bytes());
         out
     }
 
@@ -88,22 +101,31 @@ impl IndexEntry {
             .try_into()
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "offset index row size"))?;
         let u64_at = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8"));
+        let u32_at = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4"));
         Ok(Self {
             raft_index: u64_at(0),
-            record_count: u32::from_be_bytes(bytes[8..12].try_into().expect("4")),
+            record_count: u32_at(8),
             max_timestamp_ms: u64_at(12) as i64,
-            batch_bytes: u32::from_be_bytes(bytes[20..24].try_into().expect("4")),
+            batch_bytes: u32_at(20),
+            producer_id: u64_at(24),
+            base_sequence: u32_at(32),
         })
     }
 }
 
+/// Where the retention task asks the next snapshot to be built.
+pub type RetentionTarget = Arc<Mutex<Option<Cut>>>;
+
 pub struct PartitionStateMachine {
     store: Store,
+    log: RocksLogStore<PartitionTypes>,
     group: GroupId,
     state: AppliedState,
     producers: Producers,
     applied_sequences: AppliedSequences,
-    progress: watch::Sender<Progress>,
+    /// Shared with snapshot builders, which move the log start offset.
+    progress: Arc<watch::Sender<Progress>>,
+    retention_target: RetentionTarget,
 }
 
 impl std::fmt::Debug for PartitionStateMachine {
@@ -117,21 +139,52 @@ impl std::fmt::Debug for PartitionStateMachine {
 
 impl PartitionStateMachine {
     /// Loads the applied state of `group` (empty for a new replica).
-    pub fn open(store: Store, group: GroupId) -> io::Result<Self> {
+    pub fn open(store: Store, log: RocksLogStore<PartitionTypes>) -> io::Result<Self> {
+        let group = log.group();
         let state: AppliedState = store
             .get_tagged(CF_SM_META, group, meta_tag::APPLIED)?
             .unwrap_or_default();
         let producers = load_producers(&store, group)?;
         let applied_sequences = AppliedSequences::new(producers.next_sequences().into());
-        let (progress, _) = watch::channel(progress_of(&state));
+        let log_start_offset =
+            current_snapshot(&store, group)?.map_or(0, |(_, snapshot)| snapshot.log_start_offset);
+        let (progress, _) = watch::channel(Progress {
+            high_watermark: state.next_offset,
+            log_start_offset,
+        });
         Ok(Self {
             store,
+            log,
             group,
             state,
             producers,
             applied_sequences,
-            progress,
+            progress: Arc::new(progress),
+            retention_target: RetentionTarget::default(),
         })
+    }
+
+    fn get_snapshot_builder_now(&self) -> PartitionSnapshotBuilder {
+        let nothing_retained = self.progress.borrow().log_start_offset >= self.state.next_offset;
+        self.builder(match nothing_retained {
+            true => SnapshotPoint::Applied(
+                SnapshotMeta {
+                    last_log_id: self.state.last_applied,
+                    last_membership: self.state.membership.clone(),
+                },
+                PartitionSnapshot {
+                    next_offset: self.state.next_offset,
+                    log_start_offset: self.state.next_offset,
+                    producers: self.producers.clone(),
+                },
+            ),
+            false => SnapshotPoint::Current,
+        })
+    }
+
+    /// Where the retention task sets the point of the next snapshot.
+    pub fn retention_target(&self) -> RetentionTarget {
+        self.retention_target.clone()
     }
 
     /// Each producer's next sequence as applied (for the leader's sequencer).
@@ -186,7 +239,20 @@ impl PartitionStateMachine {
     }
 
     fn publish(&self) {
-        self.progress.send_replace(progress_of(&self.state));
+        let high_watermark = self.state.next_offset;
+        self.progress.send_if_modified(|p| {
+            std::mem::replace(&mut p.high_watermark, high_watermark) != high_watermark
+        });
+    }
+
+    fn builder(&self, at: SnapshotPoint) -> PartitionSnapshotBuilder {
+        PartitionSnapshotBuilder {
+            store: self.store.clone(),
+            log: self.log.clone(),
+            group: self.group,
+            progress: self.progress.clone(),
+            at,
+        }
     }
 }
 
@@ -219,11 +285,23 @@ fn load_producers(store: &Store, group: GroupId) -> io::Result<Producers> {
     Ok(producers)
 }
 
-fn progress_of(state: &AppliedState) -> Progress {
-    Progress {
-        high_watermark: state.next_offset,
-        log_start_offset: state.log_start_offset,
-    }
+fn membership_key(group: GroupId, index: u64) -> Vec<u8> {
+    let mut suffix = [0u8; 9];
+    suffix[0] = meta_tag::MEMBERSHIP;
+    suffix[1..].copy_from_slice(&index.to_be_bytes());
+    keys::prefixed(group, &suffix)
+}
+
+/// The stored current snapshot, decoded.
+fn current_snapshot(
+    store: &Store,
+    group: GroupId,
+) -> io::Result<Option<(SnapshotMeta, PartitionSnapshot)>> {
+    let stored: Option<(SnapshotMeta, Vec<u8>)> =
+        store.get_tagged(CF_SM_META, group, meta_tag::SNAPSHOT)?;
+    stored
+        .map(|(meta, data)| Ok((meta, codec::decode(&data)?)))
+        .transpose()
 }
 
 impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
@@ -280,6 +358,8 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
                                 record_count: header.record_count,
                                 max_timestamp_ms: header.max_timestamp_ms,
                                 batch_bytes: stored.len() as u32,
+                                producer_id: producer,
+                                base_sequence: header.base_sequence,
                             };
                             batch.put_cf(
                                 self.store.cf(CF_OFFSET_INDEX),
@@ -320,6 +400,11 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
                 }
                 EntryPayload::Membership(membership) => {
                     self.state.membership = StoredMembership::new(Some(log_id), membership);
+                    batch.put_cf(
+                        self.store.cf(CF_SM_META),
+                        membership_key(self.group, log_id.index()),
+                        codec::encode(&self.state.membership)?,
+                    );
                 }
             }
             self.state.last_applied = Some(log_id);
@@ -337,13 +422,18 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
         Ok(())
     }
 
-    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        PartitionSnapshotBuilder {
-            store: self.store.clone(),
-            group: self.group,
-            state: self.state.clone(),
-            producers: self.producers.clone(),
+    async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<Self::SnapshotBuilder> {
+        // Snapshots are built only where the retention task asks. When openraft needs one,
+        // it gets the last applied state if no record is retained (nothing can be lost),
+        // else the current snapshot again.
+        if let Some(cut) = self.retention_target.lock().expect("target lock").take() {
+            return Some(self.builder(SnapshotPoint::Cut(cut)));
         }
+        force.then(|| self.get_snapshot_builder_now())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.get_snapshot_builder_now()
     }
 
     async fn install_snapshot(
@@ -352,13 +442,17 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
         data: Vec<u8>,
     ) -> Result<(), io::Error> {
         let snapshot: PartitionSnapshot = codec::decode(&data)?;
-        tracing::info!(group = %self.group, last = ?meta.last_log_id, next_offset = snapshot.next_offset, "installing snapshot");
+        tracing::info!(group = %self.group, last = ?meta.last_log_id, next_offset = snapshot.next_offset, log_start_offset = snapshot.log_start_offset, "installing snapshot");
         self.state = AppliedState {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             next_offset: snapshot.next_offset,
-            log_start_offset: snapshot.log_start_offset,
         };
+        // Readers see the new range before anything below it is deleted.
+        self.progress.send_replace(Progress {
+            high_watermark: snapshot.next_offset,
+            log_start_offset: snapshot.log_start_offset,
+        });
         let mut batch = WriteBatch::default();
         self.put_applied(&mut batch)?;
         batch.delete_range_cf(
@@ -375,6 +469,19 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
         }
         self.producers = snapshot.producers.clone();
         *self.applied_sequences.lock().expect("sequences lock") = self.producers.next_sequences();
+        // The snapshot's membership starts the history; every entry it covers is gone.
+        batch.delete_range_cf(
+            self.store.cf(CF_SM_META),
+            keys::prefixed(self.group, &[meta_tag::MEMBERSHIP]),
+            keys::prefixed(self.group, &[meta_tag::MEMBERSHIP + 1]),
+        );
+        if let Some(log_id) = meta.last_membership.log_id() {
+            batch.put_cf(
+                self.store.cf(CF_SM_META),
+                membership_key(self.group, log_id.index()),
+                codec::encode(&meta.last_membership)?,
+            );
+        }
         // Every offset below the snapshot's next offset is covered by it.
         batch.delete_range_cf(
             self.store.cf(CF_OFFSET_INDEX),
@@ -389,7 +496,6 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
             &(meta, &data),
         )?;
         self.store.write_durable(batch)?;
-        self.publish();
         Ok(())
     }
 
@@ -401,29 +507,139 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
     }
 }
 
-/// Builds a partition snapshot from a copy of the applied state.
+/// Where a snapshot is built.
+#[derive(Debug)]
+enum SnapshotPoint {
+    /// At a retention point.
+    Cut(Cut),
+    /// At the last applied entry, with no record retained (its state, copied).
+    Applied(SnapshotMeta, PartitionSnapshot),
+    /// Where the current snapshot is.
+    Current,
+}
+
+/// Builds the snapshot at a retention point (or rebuilds the current one).
 #[derive(Debug)]
 pub struct PartitionSnapshotBuilder {
     store: Store,
+    log: RocksLogStore<PartitionTypes>,
     group: GroupId,
-    state: AppliedState,
-    producers: Producers,
+    progress: Arc<watch::Sender<Progress>>,
+    at: SnapshotPoint,
+}
+
+impl PartitionSnapshotBuilder {
+    /// The state as of the cut's batch: the current snapshot's, advanced through the index
+    /// rows of the batches the cut deletes.
+    fn state_at(
+        &self,
+        cut: Cut,
+        previous: &PartitionSnapshot,
+    ) -> io::Result<(SnapshotMeta, PartitionSnapshot)> {
+        let entry = self.log.read_entry(cut.raft_index)?.ok_or_else(|| {
+            io::Error::other(format!(
+                "group {}: retention point {} is not in the log",
+                self.group, cut.raft_index
+            ))
+        })?;
+        let mut producers = previous.producers.clone();
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_upper_bound(keys::indexed(self.group, cut.log_start_offset).to_vec());
+        let start = keys::indexed(self.group, previous.log_start_offset);
+        for item in self.store.db().iterator_cf_opt(
+            self.store.cf(CF_OFFSET_INDEX),
+            options,
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        ) {
+            let (key, value) = item.map_err(mq_raft::store::io_error)?;
+            let row = IndexEntry::decode(&value)?;
+            if row.producer_id != 0 {
+                let batch = RecentBatch {
+                    base_sequence: row.base_sequence,
+                    record_count: row.record_count,
+                    base_offset: keys::index_of(&key),
+                };
+                producers.record(row.producer_id, batch, row.raft_index);
+            }
+        }
+        let membership = self.membership_at(cut.raft_index)?;
+        let meta = SnapshotMeta {
+            last_log_id: Some(entry.log_id()),
+            last_membership: membership,
+        };
+        let snapshot = PartitionSnapshot {
+            next_offset: cut.log_start_offset,
+            log_start_offset: cut.log_start_offset,
+            producers,
+        };
+        Ok((meta, snapshot))
+    }
+
+    /// The last membership set at or before `index`.
+    fn membership_at(&self, index: u64) -> io::Result<StoredMembership> {
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_lower_bound(keys::prefixed(self.group, &[meta_tag::MEMBERSHIP]));
+        let mut rows = self
+            .store
+            .db()
+            .raw_iterator_cf_opt(self.store.cf(CF_SM_META), options);
+        rows.seek_for_prev(membership_key(self.group, index));
+        match rows.value() {
+            Some(value) => codec::decode(value),
+            None => {
+                rows.status().map_err(mq_raft::store::io_error)?;
+                Ok(StoredMembership::default())
+            }
+        }
+    }
 }
 
 impl RaftSnapshotBuilder<PartitionTypes> for PartitionSnapshotBuilder {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let meta = SnapshotMeta {
-            last_log_id: self.state.last_applied,
-            last_membership: self.state.membership.clone(),
+        let current = current_snapshot(&self.store, self.group)?;
+        let (previous_meta, previous) = current.unwrap_or_default();
+        let ahead = |index: u64| {
+            previous_meta
+                .last_log_id
+                .is_none_or(|last| last.index() < index)
         };
-        let data = codec::encode(&PartitionSnapshot {
-            next_offset: self.state.next_offset,
-            log_start_offset: self.state.log_start_offset,
-            producers: self.producers.clone(),
-        })?;
+        let (meta, snapshot) = match std::mem::replace(&mut self.at, SnapshotPoint::Current) {
+            SnapshotPoint::Cut(cut) if ahead(cut.raft_index) => self.state_at(cut, &previous)?,
+            SnapshotPoint::Applied(meta, snapshot)
+                if meta.last_log_id.is_some_and(|last| ahead(last.index())) =>
+            {
+                (meta, snapshot)
+            }
+            _ => (previous_meta, previous),
+        };
+        let data = codec::encode(&snapshot)?;
+        let Some(last) = meta.last_log_id else {
+            return Ok(Snapshot {
+                meta,
+                snapshot: data,
+            });
+        };
+        // Readers see the new log start before anything below it is deleted.
+        self.progress.send_if_modified(|p| {
+            let moved = p.log_start_offset < snapshot.log_start_offset;
+            p.log_start_offset = p.log_start_offset.max(snapshot.log_start_offset);
+            moved
+        });
         let mut batch = WriteBatch::default();
+        batch.delete_range_cf(
+            self.store.cf(CF_OFFSET_INDEX),
+            keys::indexed(self.group, 0),
+            keys::indexed(self.group, snapshot.log_start_offset),
+        );
+        if let Some(membership) = meta.last_membership.log_id() {
+            batch.delete_range_cf(
+                self.store.cf(CF_SM_META),
+                keys::prefixed(self.group, &[meta_tag::MEMBERSHIP]),
+                membership_key(self.group, membership.index()),
+            );
+        }
         self.store.put_tagged(
             &mut batch,
             CF_SM_META,
@@ -431,7 +647,8 @@ impl RaftSnapshotBuilder<PartitionTypes> for PartitionSnapshotBuilder {
             meta_tag::SNAPSHOT,
             &(&meta, &data),
         )?;
-        self.store.write(batch)?;
+        self.store.write_durable(batch)?;
+        tracing::info!(group = %self.group, %last, log_start_offset = snapshot.log_start_offset, "snapshot at retention point");
         Ok(Snapshot {
             meta,
             snapshot: data,
@@ -450,6 +667,8 @@ mod tests {
             record_count: 1000,
             max_timestamp_ms: -3,
             batch_bytes: 1 << 20,
+            producer_id: u64::MAX - 1,
+            base_sequence: 7,
         };
         assert_eq!(IndexEntry::decode(&row.encode()).unwrap(), row);
         assert!(IndexEntry::decode(&[0; 5]).is_err());

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::Stream;
-use mq_client::{Client, ClientConfig, ClientError, FetchOptions, OffsetSpec, Record};
+use futures::{Stream, StreamExt};
+use mq_client::{Client, ClientConfig, ClientError, ErrorCode, FetchOptions, OffsetSpec, Record};
 use tokio_stream::StreamMap;
 use tokio_stream::wrappers::WatchStream;
 
@@ -84,7 +84,8 @@ type PartitionKey = (Arc<str>, u32);
 ///
 /// A partition whose read fails with an error that is not retryable (the topic was deleted,
 /// the position fell below the log start) yields that error once and is unassigned; seek it
-/// again to go on. Retryable failures (leader moved, broker restarting or unreachable) never
+/// again to go on. In group mode a position below the log start (retention deleted it) starts
+/// again where [`GroupConfig::offset_reset`] points, without an error. Retryable failures (leader moved, broker restarting or unreachable) never
 /// reach the stream: the partition resumes from its position.
 pub struct Consumer {
     client: Client,
@@ -284,23 +285,59 @@ impl Consumer {
         }
     }
 
+    /// A partition's records from where `spec` resolves to.
+    fn open_at(&self, key: &PartitionKey, spec: OffsetSpec) -> PartitionStream {
+        let (client, topic, partition) = (self.client.clone(), key.0.clone(), key.1);
+        let resolved = async move { client.list_offset(&topic, partition, spec).await };
+        let opener = self.opener();
+        let key = key.clone();
+        futures::stream::once(resolved)
+            .flat_map(move |resolved| match resolved {
+                Ok(resolved) => opener.open(&key, resolved.offset, Duration::ZERO),
+                Err(error) => futures::stream::iter([Err(error)]).boxed(),
+            })
+            .boxed()
+    }
+
+    fn open(&self, key: &PartitionKey, offset: u64, delay: Duration) -> PartitionStream {
+        self.opener().open(key, offset, delay)
+    }
+
+    fn opener(&self) -> Opener {
+        Opener {
+            client: self.client.clone(),
+            options: FetchOptions {
+                max_records: self.config.fetch_max_records,
+                max_bytes: self.config.fetch_max_bytes,
+                max_wait: self.config.fetch_max_wait,
+            },
+            read_mode: self.config.read_mode,
+            rack: self.config.rack.clone(),
+        }
+    }
+}
+
+/// What opening a partition's stream needs.
+struct Opener {
+    client: Client,
+    options: FetchOptions,
+    read_mode: ReadMode,
+    rack: Option<String>,
+}
+
+impl Opener {
     fn open(
         &self,
         (topic, partition): &PartitionKey,
         offset: u64,
         delay: Duration,
     ) -> PartitionStream {
-        let options = FetchOptions {
-            max_records: self.config.fetch_max_records,
-            max_bytes: self.config.fetch_max_bytes,
-            max_wait: self.config.fetch_max_wait,
-        };
-        if self.config.read_mode == ReadMode::Fetch || self.config.rack.is_some() {
+        if self.read_mode == ReadMode::Fetch || self.rack.is_some() {
             reader::fetch(
                 self.client.clone(),
                 (topic.to_string(), *partition, offset),
-                options,
-                self.config.rack.clone(),
+                self.options,
+                self.rack.clone(),
                 delay,
             )
         } else {
@@ -356,6 +393,16 @@ impl Stream for Consumer {
                     tracing::debug!(topic = %key.0, partition = key.1, %error, position, "resuming partition");
                     let delay = this.client.config().retry_backoff_max;
                     let stream = this.open(&key, position, delay);
+                    this.streams.insert(key, stream);
+                }
+                Err(error)
+                    if error.code() == ErrorCode::OffsetOutOfRange && this.group.is_some() =>
+                {
+                    // Retention deleted the group's position: start where the group's offset
+                    // reset points, as when no offset was committed.
+                    let spec = this.group.as_ref().expect("group mode").0.reset_spec();
+                    tracing::warn!(topic = %key.0, partition = key.1, %error, ?spec, "position below the log start; resetting");
+                    let stream = this.open_at(&key, spec);
                     this.streams.insert(key, stream);
                 }
                 Err(error) => {

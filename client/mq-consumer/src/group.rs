@@ -157,6 +157,11 @@ impl Group {
             .insert(tp, offset);
     }
 
+    /// Where a partition whose position fell out of the stored range starts again.
+    pub(crate) fn reset_spec(&self) -> OffsetSpec {
+        reset_spec(self.config.offset_reset)
+    }
+
     pub(crate) fn auto_commit(&self) -> bool {
         self.config.auto_commit.is_some()
     }
@@ -426,13 +431,17 @@ impl Runner {
             if starts.contains_key(&(topic.clone(), *partition)) {
                 continue;
             }
-            let spec = match self.config.offset_reset {
-                OffsetReset::Earliest => OffsetSpec::Earliest,
-                OffsetReset::Latest => OffsetSpec::Latest,
-            };
+            let spec = reset_spec(self.config.offset_reset);
             let resolved = self.client.list_offset(topic, *partition, spec).await?;
             starts.insert((topic.clone(), *partition), resolved.offset);
         }
         Ok(starts)
+    }
+}
+
+fn reset_spec(reset: OffsetReset) -> OffsetSpec {
+    match reset {
+        OffsetReset::Earliest => OffsetSpec::Earliest,
+        OffsetReset::Latest => OffsetSpec::Latest,
     }
 }

@@ -82,7 +82,7 @@ enum TopicCommand {
         partitions: Option<u32>,
         #[arg(long, short = 'r')]
         replication_factor: Option<u32>,
-        /// Topic config, KEY=VALUE (repeatable), e.g. max.message.bytes=2097152.
+        /// Topic config, KEY=VALUE (repeatable), e.g. retention.ms=86400000 or max.message.bytes=2097152.
         #[arg(long = "config", short = 'c', value_name = "KEY=VALUE")]
         configs: Vec<String>,
     },
