@@ -116,6 +116,7 @@ async fn all_records(partition: &Arc<Partition>) -> Vec<(u64, Record)> {
     let limits = ReadLimits {
         max_records: 100_000,
         max_bytes: usize::MAX,
+        coalesce_by_key: false,
     };
     partition.read(0, limits).await.expect("read").0.records
 }

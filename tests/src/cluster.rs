@@ -319,6 +319,7 @@ pub async fn read_replica(
                     max_records: 0,
                     max_bytes: 0,
                     max_wait_ms: 0,
+                    coalesce_by_key: false,
                 })
                 .await
             {

@@ -510,8 +510,7 @@ async fn data_requests_are_validated_and_write_nothing() -> anyhow::Result<()> {
         topic: "events".into(),
         partition: 0,
         start: None,
-        max_records: 0,
-        max_bytes: 0,
+        ..Default::default()
     };
     expect_error(
         broker.subscribe(subscribe).await,
@@ -523,8 +522,7 @@ async fn data_requests_are_validated_and_write_nothing() -> anyhow::Result<()> {
         topic: "events".into(),
         partition: 0,
         start: Some(pb::subscribe_request::Start::Offset(99)),
-        max_records: 0,
-        max_bytes: 0,
+        ..Default::default()
     };
     expect_error(
         broker.subscribe(beyond).await,

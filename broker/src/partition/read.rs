@@ -19,6 +19,8 @@ use crate::batch::{BatchError, StoredBatch};
 pub struct ReadLimits {
     pub max_records: usize,
     pub max_bytes: usize,
+    /// Return only the latest record of each key among those read ([`coalesce_by_key`]).
+    pub coalesce_by_key: bool,
 }
 
 /// Records read from a partition.
@@ -28,6 +30,15 @@ pub struct ReadResult {
     pub records: Vec<(u64, Record)>,
     /// The offset after the last returned record (the start offset when none).
     pub next_offset: u64,
+}
+
+impl ReadResult {
+    fn coalesced(mut self, limits: ReadLimits) -> Self {
+        if limits.coalesce_by_key {
+            self.records = coalesce_by_key(self.records);
+        }
+        self
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +100,7 @@ impl PartitionReader<'_> {
                 let full = result.records.len() >= limits.max_records
                     || (!result.records.is_empty() && bytes + record.size() > limits.max_bytes);
                 if full || offset >= high_watermark {
-                    return Ok(result);
+                    return Ok(result.coalesced(limits));
                 }
                 bytes += record.size();
                 result.next_offset = offset + 1;
@@ -98,7 +109,7 @@ impl PartitionReader<'_> {
             rows.next();
         }
         rows.status().map_err(mq_raft::store::io_error)?;
-        Ok(result)
+        Ok(result.coalesced(limits))
     }
 
     /// The first offset whose record timestamp is at or after `timestamp_ms`, with that
@@ -218,8 +229,59 @@ impl PartitionReader<'_> {
     }
 }
 
+/// Leaves out every keyed record whose key comes again later in `records`; records without a
+/// key are all kept; order is kept.
+pub fn coalesce_by_key(records: Vec<(u64, Record)>) -> Vec<(u64, Record)> {
+    let mut last_of_key = std::collections::HashMap::new();
+    for (offset, record) in &records {
+        if let Some(key) = &record.key {
+            last_of_key.insert(key.clone(), *offset);
+        }
+    }
+    records
+        .into_iter()
+        .filter(|(offset, record)| {
+            record
+                .key
+                .as_ref()
+                .is_none_or(|key| last_of_key[key] == *offset)
+        })
+        .collect()
+}
+
 fn decode_row(rows: &DBRawIterator<'_>) -> Result<(u64, IndexEntry), ReadError> {
     let key = rows.key().expect("valid iterator has a key");
     let value = rows.value().expect("valid iterator has a value");
     Ok((keys::index_of(key), IndexEntry::decode(value)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalescing_keeps_the_last_record_of_each_key_and_every_keyless_one() {
+        let record = |key: Option<&str>, value: &str| {
+            let record = match key {
+                Some(key) => Record::keyed(key.to_owned(), value.to_owned()),
+                None => Record::unkeyed(value.to_owned()),
+            };
+            record.with_timestamp(1)
+        };
+        let records = vec![
+            (10, record(Some("a"), "a1")),
+            (11, record(None, "x")),
+            (12, record(Some("b"), "b1")),
+            (13, record(Some("a"), "a2")),
+            (14, record(None, "y")),
+            (15, record(Some("c"), "c1")),
+            (16, record(Some("a"), "a3")),
+        ];
+        let kept: Vec<u64> = coalesce_by_key(records)
+            .into_iter()
+            .map(|(o, _)| o)
+            .collect();
+        assert_eq!(kept, [11, 12, 14, 15, 16]);
+        assert!(coalesce_by_key(Vec::new()).is_empty());
+    }
 }

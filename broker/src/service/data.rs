@@ -33,7 +33,12 @@ impl DataService {
             .max_encoding_message_size(max)
     }
 
-    fn read_limits(&self, max_records: u32, max_bytes: u32) -> Result<ReadLimits, BrokerError> {
+    fn read_limits(
+        &self,
+        max_records: u32,
+        max_bytes: u32,
+        coalesce_by_key: bool,
+    ) -> Result<ReadLimits, BrokerError> {
         let limits = self.broker.limits();
         if max_bytes as usize > limits.max_fetch_bytes {
             return Err(BrokerError::invalid(
@@ -55,6 +60,7 @@ impl DataService {
             } else {
                 max_bytes as usize
             },
+            coalesce_by_key,
         })
     }
 }
@@ -203,7 +209,11 @@ impl BrokerRpc for DataService {
     ) -> Result<Response<pb::FetchResponse>, Status> {
         let request = request.into_inner();
         let topic = topic("topic", &request.topic)?;
-        let limits = self.read_limits(request.max_records, request.max_bytes)?;
+        let limits = self.read_limits(
+            request.max_records,
+            request.max_bytes,
+            request.coalesce_by_key,
+        )?;
         let max_wait = Duration::from_millis(u64::from(request.max_wait_ms));
         if max_wait > self.broker.limits().max_fetch_wait {
             return Err(BrokerError::invalid(
@@ -232,7 +242,11 @@ impl BrokerRpc for DataService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let request = request.into_inner();
         let topic = topic("topic", &request.topic)?;
-        let limits = self.read_limits(request.max_records, request.max_bytes)?;
+        let limits = self.read_limits(
+            request.max_records,
+            request.max_bytes,
+            request.coalesce_by_key,
+        )?;
         let start = match request.start {
             Some(pb::subscribe_request::Start::Offset(offset)) => Start::Offset(offset),
             Some(pb::subscribe_request::Start::Position(position)) => {

@@ -621,6 +621,7 @@ impl Client {
             max_records: options.max_records,
             max_bytes: options.max_bytes,
             max_wait_ms: options.max_wait.as_millis().min(u128::from(u32::MAX)) as u32,
+            coalesce_by_key: options.coalesce_by_key,
         };
         self.retrying(|_| {
             let request = request.clone();
@@ -673,7 +674,20 @@ impl Client {
         partition: u32,
         start: StartAt,
     ) -> Result<Subscription, ClientError> {
-        Subscription::open(self.clone(), topic.to_owned(), partition, start).await
+        self.subscribe_with(topic, partition, start, FetchOptions::default())
+            .await
+    }
+
+    /// [`Client::subscribe`] with the limits of each streamed message and key coalescing
+    /// from `options` (`max_wait` does not apply).
+    pub async fn subscribe_with(
+        &self,
+        topic: &str,
+        partition: u32,
+        start: StartAt,
+        options: FetchOptions,
+    ) -> Result<Subscription, ClientError> {
+        Subscription::open(self.clone(), topic.to_owned(), partition, start, options).await
     }
 
     /// Opens one `Subscribe` stream on the partition leader (no resumption).
@@ -682,6 +696,7 @@ impl Client {
         topic: &str,
         partition: u32,
         start: StartAt,
+        options: FetchOptions,
     ) -> Result<tonic::Streaming<pb::SubscribeResponse>, ClientError> {
         let start = match start {
             StartAt::Offset(offset) => pb::subscribe_request::Start::Offset(offset),
@@ -696,8 +711,9 @@ impl Client {
             topic: topic.to_owned(),
             partition,
             start: Some(start),
-            max_records: 0,
-            max_bytes: 0,
+            max_records: options.max_records,
+            max_bytes: options.max_bytes,
+            coalesce_by_key: options.coalesce_by_key,
         };
         self.retrying(|_| {
             let request = request.clone();

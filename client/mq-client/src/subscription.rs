@@ -11,7 +11,7 @@ use mq_proto::v1 as pb;
 
 use crate::client::{Client, reroutable};
 use crate::error::ClientError;
-use crate::types::{ConsumedRecord, StartAt, consumed_from_proto};
+use crate::types::{ConsumedRecord, FetchOptions, StartAt, consumed_from_proto};
 
 /// Records of one partition, in offset order, without gaps or repeats across reconnections.
 pub struct Subscription {
@@ -21,6 +21,7 @@ pub struct Subscription {
     /// The offset of the next record to yield (once known).
     next: Option<u64>,
     start: StartAt,
+    options: FetchOptions,
     buffered: VecDeque<ConsumedRecord>,
     state: State,
 }
@@ -47,8 +48,11 @@ impl Subscription {
         topic: String,
         partition: u32,
         start: StartAt,
+        options: FetchOptions,
     ) -> Result<Self, ClientError> {
-        let stream = client.open_stream(&topic, partition, start).await?;
+        let stream = client
+            .open_stream(&topic, partition, start, options)
+            .await?;
         Ok(Self {
             client,
             topic,
@@ -58,6 +62,7 @@ impl Subscription {
                 _ => None,
             },
             start,
+            options,
             buffered: VecDeque::new(),
             state: State::Streaming(Box::new(stream)),
         })
@@ -73,11 +78,12 @@ impl Subscription {
         let topic = self.topic.clone();
         let partition = self.partition;
         let start = self.next.map_or(self.start, StartAt::Offset);
+        let options = self.options;
         self.state = State::Opening(
             async move {
                 // A short pause so a restarting broker or a new election can settle.
                 tokio::time::sleep(client.config().retry_backoff).await;
-                client.open_stream(&topic, partition, start).await
+                client.open_stream(&topic, partition, start, options).await
             }
             .boxed(),
         );

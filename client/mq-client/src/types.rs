@@ -24,13 +24,18 @@ pub struct FetchBatch {
     pub next_offset: u64,
 }
 
-/// Limits of one fetch. Zero values mean the server's defaults.
+/// Limits of one fetch (or of each message of a subscription). Zero values mean the server's
+/// defaults.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FetchOptions {
     pub max_records: u32,
     pub max_bytes: u32,
-    /// Long poll: wait this long for a first record when none is available yet.
+    /// Long poll: wait this long for a first record when none is available yet (fetch only).
     pub max_wait: Duration,
+    /// Latest per key: of the records one read covers, only the last of each key is returned
+    /// (keyless records all are). For readers that need only each key's newest value and may
+    /// fall behind; one that keeps up still gets every record.
+    pub coalesce_by_key: bool,
 }
 
 /// Where a subscription starts.

@@ -40,6 +40,10 @@ pub struct ConsumerConfig {
     /// Read partitions from a live replica on a broker in this rack when there is one.
     /// Default none: always the leader.
     pub rack: Option<String>,
+    /// Latest per key: of the records one read covers, only the last of each key is yielded
+    /// (keyless records all are), so a consumer that fell behind skips superseded values
+    /// (cache invalidation, views). One that keeps up still gets every record. Default off.
+    pub coalesce_by_key: bool,
 }
 
 impl ConsumerConfig {
@@ -51,6 +55,7 @@ impl ConsumerConfig {
             fetch_max_bytes: 0,
             fetch_max_wait: Duration::from_millis(500),
             rack: None,
+            coalesce_by_key: false,
         }
     }
 }
@@ -170,6 +175,45 @@ impl Consumer {
     /// The offset of the next record this consumer will yield from `topic/partition`.
     pub fn position(&self, topic: &str, partition: u32) -> Option<u64> {
         self.positions.get(&(Arc::from(topic), partition)).copied()
+    }
+
+    /// Broadcast: reads every partition of `topics` from its high watermark now, so this
+    /// consumer gets every record published from the moment this returns, as does every other
+    /// instance that does the same (cache invalidation: each instance of a service sees every
+    /// change). Nothing is kept on the servers: the subscription ends with the consumer.
+    /// Combine with [`ConsumerConfig::coalesce_by_key`] so a slow instance skips superseded
+    /// values. Replaces any partitions assigned by hand; not for a group member.
+    pub async fn broadcast(
+        &mut self,
+        topics: impl IntoIterator<Item = impl AsRef<str>>,
+    ) -> Result<(), ClientError> {
+        if self.group.is_some() {
+            return Err(ClientError::InvalidArgument(
+                "a group member cannot also broadcast; use another consumer".into(),
+            ));
+        }
+        let mut starts = Vec::new();
+        for topic in topics {
+            let topic = topic.as_ref();
+            let partitions = self.client.describe_topic(topic).await?.partitions.len() as u32;
+            for partition in 0..partitions {
+                let start = self.resolve(topic, partition, Seek::Latest).await?;
+                starts.push(((Arc::from(topic), partition), start));
+            }
+        }
+        if starts.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "topics: broadcast needs at least one topic".into(),
+            ));
+        }
+        self.streams = StreamMap::new();
+        self.positions.clear();
+        for (key, start) in starts {
+            let stream = self.open(&key, start, Duration::ZERO);
+            self.positions.insert(key.clone(), start);
+            self.streams.insert(key, stream);
+        }
+        Ok(())
     }
 
     /// Joins a consumer group: the consumer manager assigns this consumer a share of the
@@ -310,6 +354,7 @@ impl Consumer {
                 max_records: self.config.fetch_max_records,
                 max_bytes: self.config.fetch_max_bytes,
                 max_wait: self.config.fetch_max_wait,
+                coalesce_by_key: self.config.coalesce_by_key,
             },
             read_mode: self.config.read_mode,
             rack: self.config.rack.clone(),
@@ -343,9 +388,8 @@ impl Opener {
         } else {
             reader::subscribe(
                 self.client.clone(),
-                topic.to_string(),
-                *partition,
-                offset,
+                (topic.to_string(), *partition, offset),
+                self.options,
                 delay,
             )
         }

@@ -13,15 +13,14 @@ pub type PartitionStream = Pin<Box<dyn Stream<Item = Result<ConsumedRecord, Clie
 /// resumes after leader changes). `delay` is waited first (a pause before a reconnection).
 pub fn subscribe(
     client: Client,
-    topic: String,
-    partition: u32,
-    offset: u64,
+    (topic, partition, offset): (String, u32, u64),
+    options: FetchOptions,
     delay: Duration,
 ) -> PartitionStream {
     futures::stream::once(async move {
         tokio::time::sleep(delay).await;
         client
-            .subscribe(&topic, partition, StartAt::Offset(offset))
+            .subscribe_with(&topic, partition, StartAt::Offset(offset), options)
             .await
     })
     .flat_map(|opened| match opened {
