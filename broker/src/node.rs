@@ -8,7 +8,9 @@ use std::sync::Arc;
 use mq_cluster_manager::{ClusterManager, ClusterManagerContext, ClusterManagerService};
 use mq_common::server::{self, ServerError};
 use mq_common::shutdown::CancellationToken;
-use mq_consumer_manager::{ConsumerGroupsService, ConsumerManager, ConsumerManagerContext};
+use mq_consumer_manager::{
+    ConsumerGroupsService, ConsumerManager, ConsumerManagerContext, QueuesService,
+};
 use mq_raft::transport::{GroupRegistry, Peers};
 use mq_raft::{Store, StoreError};
 use tokio::sync::watch;
@@ -168,9 +170,15 @@ pub async fn run(
                 .clone()
                 .map(|manager| ConsumerGroupsService::new(manager).server()),
         )
+        .add_optional_service(
+            consumer_manager
+                .clone()
+                .map(|manager| QueuesService::new(manager).server()),
+        )
         .add_optional_service(forwarder.as_ref().map(ControlForwarder::admin_server))
         .add_optional_service(forwarder.as_ref().map(ControlForwarder::metadata_server))
-        .add_optional_service(forwarder.as_ref().map(ControlForwarder::groups_server));
+        .add_optional_service(forwarder.as_ref().map(ControlForwarder::groups_server))
+        .add_optional_service(forwarder.as_ref().map(ControlForwarder::queues_server));
     // The server stops after leadership was handed off, so clients are redirected meanwhile.
     let stop_serving = CancellationToken::new();
     let server = server::serve(router, bound.listener, stop_serving.clone());

@@ -9,7 +9,7 @@ use std::time::Duration;
 use mq_common::server::{self, ServerError};
 use mq_common::shutdown::CancellationToken;
 use mq_consumer_manager::{
-    CgError, ConsumerGroupsService, ConsumerManager, ConsumerManagerContext,
+    CgError, ConsumerGroupsService, ConsumerManager, ConsumerManagerContext, QueuesService,
 };
 use mq_raft::transport::{GroupRegistry, Peers};
 use mq_raft::{Store, StoreError};
@@ -94,6 +94,7 @@ pub async fn run(
         .add_service(service.metadata_server())
         .add_service(service.internal_server())
         .add_service(ConsumerGroupsService::new(consumer_manager.clone()).server())
+        .add_service(QueuesService::new(consumer_manager.clone()).server())
         .add_service(mq_raft::transport::server(registry));
     let served = server::serve(router, bound.listener, shutdown.clone());
     tracing::info!(address = %bound.local_addr, advertised = %bound.advertised_address, node = config.cluster_manager.node_id, "cluster manager serving");

@@ -45,10 +45,13 @@ pub enum ErrorCode {
     StaleMemberEpoch,
     FencedMember,
     GroupNotEmpty,
+    QueueNotFound,
+    QueueAlreadyExists,
+    LeaseExpired,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 24] = [
+    const ALL: [ErrorCode; 27] = [
         Self::InvalidArgument,
         Self::TopicNotFound,
         Self::TopicAlreadyExists,
@@ -73,6 +76,9 @@ impl ErrorCode {
         Self::StaleMemberEpoch,
         Self::FencedMember,
         Self::GroupNotEmpty,
+        Self::QueueNotFound,
+        Self::QueueAlreadyExists,
+        Self::LeaseExpired,
     ];
 
     /// The gRPC status code a whole call fails with for this reason.
@@ -83,12 +89,16 @@ impl ErrorCode {
             | Self::RecordTooLarge
             | Self::CorruptBatch
             | Self::NotEnoughBrokers => Code::InvalidArgument,
-            Self::TopicNotFound | Self::BrokerNotFound | Self::GroupNotFound => Code::NotFound,
+            Self::TopicNotFound
+            | Self::BrokerNotFound
+            | Self::GroupNotFound
+            | Self::QueueNotFound => Code::NotFound,
             Self::UnknownMember
             | Self::StaleMemberEpoch
             | Self::FencedMember
-            | Self::GroupNotEmpty => Code::FailedPrecondition,
-            Self::TopicAlreadyExists => Code::AlreadyExists,
+            | Self::GroupNotEmpty
+            | Self::LeaseExpired => Code::FailedPrecondition,
+            Self::TopicAlreadyExists | Self::QueueAlreadyExists => Code::AlreadyExists,
             Self::NotLeader | Self::OutOfOrderSequence => Code::FailedPrecondition,
             Self::DuplicateSequence | Self::BrokerIdInUse => Code::AlreadyExists,
             Self::LeaderNotAvailable | Self::Unavailable => Code::Unavailable,
@@ -147,6 +157,9 @@ impl ErrorCode {
             Self::StaleMemberEpoch => pb::ErrorReason::StaleMemberEpoch,
             Self::FencedMember => pb::ErrorReason::FencedMember,
             Self::GroupNotEmpty => pb::ErrorReason::GroupNotEmpty,
+            Self::QueueNotFound => pb::ErrorReason::QueueNotFound,
+            Self::QueueAlreadyExists => pb::ErrorReason::QueueAlreadyExists,
+            Self::LeaseExpired => pb::ErrorReason::LeaseExpired,
         }
     }
 

@@ -11,6 +11,13 @@ pub enum CgError {
     InvalidArgument { field: String, problem: String },
     #[error("group '{group}' does not exist")]
     GroupNotFound { group: String },
+    #[error("queue '{queue}' does not exist")]
+    QueueNotFound { queue: String },
+    #[error("lease {lease} {problem}; the message is or will be delivered again")]
+    LeaseExpired {
+        lease: String,
+        problem: &'static str,
+    },
     #[error("{message}")]
     Refused { code: RefusalCode, message: String },
     #[error(transparent)]
@@ -41,6 +48,8 @@ impl CgError {
                 ErrorCode::InvalidArgument
             }
             Self::GroupNotFound { .. } => ErrorCode::GroupNotFound,
+            Self::QueueNotFound { .. } => ErrorCode::QueueNotFound,
+            Self::LeaseExpired { .. } => ErrorCode::LeaseExpired,
             Self::Refused { code, .. } => code.error_code(),
             Self::Rejected(Rejection::UnknownMember(_)) => ErrorCode::UnknownMember,
             Self::NotLeader { .. } => ErrorCode::NotLeader,

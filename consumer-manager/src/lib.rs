@@ -16,6 +16,8 @@ pub mod assignor;
 pub mod coordinator;
 pub mod error;
 pub mod manager;
+pub mod queue;
+pub mod queue_service;
 pub mod service;
 pub mod state;
 pub mod state_machine;
@@ -23,4 +25,5 @@ pub mod types;
 
 pub use error::CgError;
 pub use manager::{ConsumerManager, ConsumerManagerContext, ConsumerManagerSettings};
+pub use queue_service::QueuesService;
 pub use service::ConsumerGroupsService;

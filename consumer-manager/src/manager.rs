@@ -26,6 +26,10 @@ use crate::state::{Committed, Committer, GroupCommand, GroupResponse, Membership
 use crate::state_machine::{GroupsStateMachine, SharedState};
 use crate::types::GroupsRaft;
 
+mod queues;
+
+pub use queues::{Delivery, QueueStart, QueueView, WINDOW as QUEUE_WINDOW};
+
 /// How often the leader looks for expired members.
 const EXPIRY_TICK: Duration = Duration::from_millis(200);
 /// How long the list of topics and their partition counts is reused.
@@ -113,6 +117,7 @@ pub struct ConsumerManager {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     topics: tokio::sync::Mutex<Option<(Instant, BTreeMap<String, u32>)>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    queues: queues::Runtimes,
 }
 
 impl std::fmt::Debug for ConsumerManager {
@@ -192,6 +197,7 @@ impl ConsumerManager {
             locks: Mutex::default(),
             topics: tokio::sync::Mutex::default(),
             tasks: Mutex::default(),
+            queues: queues::Runtimes::default(),
         });
         let expiry = tokio::spawn(manager.clone().run_expiry(shutdown));
         manager.tasks.lock().expect("tasks lock").push(expiry);
@@ -207,6 +213,7 @@ impl ConsumerManager {
         for task in tasks {
             task.abort();
         }
+        self.queues.clear().await;
         if let Err(err) = self.raft.shutdown().await {
             tracing::warn!(%err, "consumer manager raft shutdown");
         }

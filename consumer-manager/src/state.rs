@@ -12,6 +12,7 @@ use mq_common::error::ErrorCode;
 use serde::{Deserialize, Serialize};
 
 use crate::assignor::{Assignor, Tp};
+use crate::queue::{QueueConfig, Settled};
 
 /// Longest `metadata` stored with a committed offset.
 pub const MAX_OFFSET_METADATA: usize = 4096;
@@ -19,6 +20,14 @@ pub const MAX_OFFSET_METADATA: usize = 4096;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GroupsState {
     pub groups: BTreeMap<String, Group>,
+    pub queues: BTreeMap<String, QueueState>,
+}
+
+/// A queue subscription: its config and each partition's settled progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueState {
+    pub config: QueueConfig,
+    pub partitions: BTreeMap<u32, Settled>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -115,7 +124,29 @@ pub enum GroupCommand {
         offsets: Vec<(Tp, Committed)>,
     },
     /// Removes a group and its offsets; only when it has no members.
-    Delete { group: String },
+    Delete {
+        group: String,
+    },
+    /// Creates a queue subscription starting at `starts` (per partition).
+    CreateQueue {
+        name: String,
+        config: QueueConfig,
+        starts: BTreeMap<u32, u64>,
+    },
+    DeleteQueue {
+        name: String,
+    },
+    /// Settles offsets (acked or dead-lettered) and moves floors over deleted records.
+    Settle {
+        queue: String,
+        offsets: BTreeMap<u32, Vec<u64>>,
+        skip_to: BTreeMap<u32, u64>,
+    },
+    /// Records how often unsettled messages were delivered.
+    CountDeliveries {
+        queue: String,
+        counts: BTreeMap<u32, Vec<(u64, u32)>>,
+    },
 }
 
 impl fmt::Display for GroupCommand {
@@ -134,6 +165,20 @@ impl fmt::Display for GroupCommand {
                 write!(f, "commit {} offsets of {group}", offsets.len())
             }
             Self::Delete { group } => write!(f, "delete group {group}"),
+            Self::CreateQueue { name, config, .. } => {
+                write!(f, "create queue {name} on {}", config.topic)
+            }
+            Self::DeleteQueue { name } => write!(f, "delete queue {name}"),
+            Self::Settle { queue, offsets, .. } => write!(
+                f,
+                "settle {} offsets of queue {queue}",
+                offsets.values().map(Vec::len).sum::<usize>()
+            ),
+            Self::CountDeliveries { queue, counts } => write!(
+                f,
+                "count deliveries of {} offsets of queue {queue}",
+                counts.values().map(Vec::len).sum::<usize>()
+            ),
         }
     }
 }
@@ -159,6 +204,8 @@ pub enum RefusalCode {
     StaleMemberEpoch,
     FencedMember,
     GroupNotEmpty,
+    QueueNotFound,
+    QueueAlreadyExists,
 }
 
 impl RefusalCode {
@@ -171,6 +218,8 @@ impl RefusalCode {
             Self::StaleMemberEpoch => ErrorCode::StaleMemberEpoch,
             Self::FencedMember => ErrorCode::FencedMember,
             Self::GroupNotEmpty => ErrorCode::GroupNotEmpty,
+            Self::QueueNotFound => ErrorCode::QueueNotFound,
+            Self::QueueAlreadyExists => ErrorCode::QueueAlreadyExists,
         }
     }
 }
@@ -181,6 +230,9 @@ pub enum Change {
     Membership(String),
     Offset(String, Tp),
     GroupRemoved(String),
+    Queue(String),
+    QueuePartition(String, u32),
+    QueueRemoved(String),
 }
 
 fn refuse(code: RefusalCode, message: impl Into<String>) -> (GroupResponse, Vec<Change>) {
@@ -290,6 +342,82 @@ impl GroupsState {
                     (GroupResponse::Done, vec![Change::GroupRemoved(name)])
                 }
             },
+            GroupCommand::CreateQueue {
+                name,
+                config,
+                starts,
+            } => {
+                if self.queues.contains_key(&name) {
+                    return refuse(
+                        RefusalCode::QueueAlreadyExists,
+                        format!("queue {name} exists"),
+                    );
+                }
+                let partitions = starts
+                    .into_iter()
+                    .map(|(partition, start)| (partition, Settled::starting_at(start)))
+                    .collect::<BTreeMap<_, _>>();
+                let mut changes = vec![Change::Queue(name.clone())];
+                changes.extend(
+                    partitions
+                        .keys()
+                        .map(|p| Change::QueuePartition(name.clone(), *p)),
+                );
+                self.queues.insert(name, QueueState { config, partitions });
+                (GroupResponse::Done, changes)
+            }
+            GroupCommand::DeleteQueue { name } => match self.queues.remove(&name) {
+                None => refuse(
+                    RefusalCode::QueueNotFound,
+                    format!("queue {name} does not exist"),
+                ),
+                Some(_) => (GroupResponse::Done, vec![Change::QueueRemoved(name)]),
+            },
+            GroupCommand::Settle {
+                queue: name,
+                offsets,
+                skip_to,
+            } => {
+                let Some(queue) = self.queues.get_mut(&name) else {
+                    return refuse(
+                        RefusalCode::QueueNotFound,
+                        format!("queue {name} does not exist"),
+                    );
+                };
+                let mut changes = Vec::new();
+                for (partition, offsets) in offsets {
+                    if let Some(settled) = queue.partitions.get_mut(&partition) {
+                        settled.settle(offsets);
+                        changes.push(Change::QueuePartition(name.clone(), partition));
+                    }
+                }
+                for (partition, offset) in skip_to {
+                    if let Some(settled) = queue.partitions.get_mut(&partition) {
+                        settled.skip_to(offset);
+                        changes.push(Change::QueuePartition(name.clone(), partition));
+                    }
+                }
+                (GroupResponse::Done, changes)
+            }
+            GroupCommand::CountDeliveries {
+                queue: name,
+                counts,
+            } => {
+                let Some(queue) = self.queues.get_mut(&name) else {
+                    return refuse(
+                        RefusalCode::QueueNotFound,
+                        format!("queue {name} does not exist"),
+                    );
+                };
+                let mut changes = Vec::new();
+                for (partition, counts) in counts {
+                    if let Some(settled) = queue.partitions.get_mut(&partition) {
+                        settled.count(counts);
+                        changes.push(Change::QueuePartition(name.clone(), partition));
+                    }
+                }
+                (GroupResponse::Done, changes)
+            }
         }
     }
 }

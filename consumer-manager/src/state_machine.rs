@@ -2,6 +2,7 @@
 //! and each committed offset persisted under its own key in `kv` (group 2 ‖ kind ‖ ids), so a
 //! commit writes only the offsets it changes. Snapshots are the whole state, encoded.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, RwLock};
 
@@ -16,7 +17,8 @@ use rocksdb::{IteratorMode, ReadOptions, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 use crate::assignor::Tp;
-use crate::state::{Change, Committed, GroupResponse, GroupsState, Membership};
+use crate::queue::{QueueConfig, Settled};
+use crate::state::{Change, Committed, GroupResponse, GroupsState, Membership, QueueState};
 use crate::types::{GroupsTypes, LogId, Snapshot, SnapshotMeta, StoredMembership};
 
 const GROUP: GroupId = GroupId::CONSUMER_MANAGER;
@@ -30,6 +32,8 @@ mod meta_tag {
 mod kind {
     pub const MEMBERSHIP: u8 = b'm';
     pub const OFFSET: u8 = b'o';
+    pub const QUEUE: u8 = b'q';
+    pub const QUEUE_PARTITION: u8 = b'p';
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -73,6 +77,26 @@ fn offset_key(group: &str, (topic, partition): &Tp) -> Vec<u8> {
     let mut key = offsets_prefix(group);
     key.extend_from_slice(topic.as_bytes());
     key.push(0);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+fn queue_key(queue: &str) -> Vec<u8> {
+    let mut suffix = vec![kind::QUEUE];
+    suffix.extend_from_slice(queue.as_bytes());
+    keys::prefixed(GROUP, &suffix)
+}
+
+/// `p ‖ queue ‖ 0`: the prefix of a queue's partitions.
+fn queue_partitions_prefix(queue: &str) -> Vec<u8> {
+    let mut suffix = vec![kind::QUEUE_PARTITION];
+    suffix.extend_from_slice(queue.as_bytes());
+    suffix.push(0);
+    keys::prefixed(GROUP, &suffix)
+}
+
+fn queue_partition_key(queue: &str, partition: u32) -> Vec<u8> {
+    let mut key = queue_partitions_prefix(queue);
     key.extend_from_slice(&partition.to_be_bytes());
     key
 }
@@ -124,6 +148,25 @@ impl GroupsStateMachine {
                     codec::encode(&(group, tp, committed))?,
                 );
             }
+            Change::Queue(queue) => {
+                let config = &state.queues[queue].config;
+                batch.put_cf(kv, queue_key(queue), codec::encode(&(queue, config))?);
+            }
+            Change::QueuePartition(queue, partition) => {
+                let settled = &state.queues[queue].partitions[partition];
+                batch.put_cf(
+                    kv,
+                    queue_partition_key(queue, *partition),
+                    codec::encode(&(queue, partition, settled))?,
+                );
+            }
+            Change::QueueRemoved(queue) => {
+                batch.delete_cf(kv, queue_key(queue));
+                let start = queue_partitions_prefix(queue);
+                let mut end = start.clone();
+                *end.last_mut().expect("prefix ends with 0") = 1;
+                batch.delete_range_cf(kv, start, end);
+            }
             Change::GroupRemoved(group) => {
                 batch.delete_cf(kv, membership_key(group));
                 let start = offsets_prefix(group);
@@ -140,6 +183,16 @@ impl GroupsStateMachine {
             self.persist(state, &Change::Membership(name.clone()), batch)?;
             for tp in group.offsets.keys() {
                 self.persist(state, &Change::Offset(name.clone(), tp.clone()), batch)?;
+            }
+        }
+        for (name, queue) in &state.queues {
+            self.persist(state, &Change::Queue(name.clone()), batch)?;
+            for partition in queue.partitions.keys() {
+                self.persist(
+                    state,
+                    &Change::QueuePartition(name.clone(), *partition),
+                    batch,
+                )?;
             }
         }
         Ok(())
@@ -171,6 +224,16 @@ fn load_state(store: &Store) -> io::Result<GroupsState> {
                     .offsets
                     .insert(tp, committed);
             }
+            Some(&kind::QUEUE) => {
+                let (queue, config): (String, QueueConfig) = codec::decode(&value)?;
+                queue_entry(&mut state, queue).config = config;
+            }
+            Some(&kind::QUEUE_PARTITION) => {
+                let (queue, partition, settled): (String, u32, Settled) = codec::decode(&value)?;
+                queue_entry(&mut state, queue)
+                    .partitions
+                    .insert(partition, settled);
+            }
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -180,6 +243,20 @@ fn load_state(store: &Store) -> io::Result<GroupsState> {
         }
     }
     Ok(state)
+}
+
+/// A queue being loaded (its config key sorts after its partition keys: 'q' > 'p').
+fn queue_entry(state: &mut GroupsState, queue: String) -> &mut QueueState {
+    state.queues.entry(queue).or_insert_with(|| QueueState {
+        config: QueueConfig {
+            topic: String::new(),
+            ack_deadline_ms: 0,
+            max_deliveries: 0,
+            dead_letter_topic: String::new(),
+            key_ordered: false,
+        },
+        partitions: BTreeMap::new(),
+    })
 }
 
 impl RaftStateMachine<GroupsTypes> for GroupsStateMachine {

@@ -1,4 +1,4 @@
-//! `mq.v1.Admin`, `mq.v1.Metadata` and `mq.v1.ConsumerGroups` on a broker of a cluster: each
+//! `mq.v1.Admin`, `mq.v1.Metadata`, `mq.v1.ConsumerGroups` and `mq.v1.Queues` on a broker of a cluster: each
 //! call is passed to the cluster-manager nodes (following the leader of the cluster manager, or
 //! of the consumer manager), so clients can bootstrap from any broker.
 
@@ -11,6 +11,8 @@ use mq_proto::v1::consumer_groups_client::ConsumerGroupsClient;
 use mq_proto::v1::consumer_groups_server::{ConsumerGroups, ConsumerGroupsServer};
 use mq_proto::v1::metadata_client::MetadataClient;
 use mq_proto::v1::metadata_server::{Metadata, MetadataServer};
+use mq_proto::v1::queues_client::QueuesClient;
+use mq_proto::v1::queues_server::{Queues, QueuesServer};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -38,8 +40,26 @@ impl ControlForwarder {
         ConsumerGroupsServer::new(self.clone())
     }
 
+    pub fn queues_server(&self) -> QueuesServer<Self> {
+        QueuesServer::new(self.clone())
+    }
+
     async fn forward<Q, T, F, Fut>(
         &self,
+        request: Request<Q>,
+        call: F,
+    ) -> Result<Response<T>, Status>
+    where
+        Q: Clone,
+        F: Fn(Channel, Q) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.forward_within(CONTROL_TIMEOUT, request, call).await
+    }
+
+    async fn forward_within<Q, T, F, Fut>(
+        &self,
+        timeout: std::time::Duration,
         request: Request<Q>,
         call: F,
     ) -> Result<Response<T>, Status>
@@ -51,7 +71,7 @@ impl ControlForwarder {
         let request = request.into_inner();
         let reply = self
             .link
-            .call(CONTROL_TIMEOUT, |channel| call(channel, request.clone()))
+            .call(timeout, |channel| call(channel, request.clone()))
             .await?;
         Ok(Response::new(reply.into_inner()))
     }
@@ -181,4 +201,46 @@ forward_groups! {
     describe_group(pb::DescribeGroupRequest) -> pb::DescribeGroupResponse;
     reset_offsets(pb::ResetOffsetsRequest) -> pb::ResetOffsetsResponse;
     delete_group(pb::DeleteGroupRequest) -> pb::DeleteGroupResponse;
+}
+
+/// Forwards one `Queues` method.
+macro_rules! forward_queues {
+    ($($method:ident($request:ty) -> $response:ty;)*) => {
+        #[tonic::async_trait]
+        impl Queues for ControlForwarder {
+            $(
+                async fn $method(
+                    &self,
+                    request: Request<$request>,
+                ) -> Result<Response<$response>, Status> {
+                    self.forward(request, |channel, request| async move {
+                        QueuesClient::new(channel).$method(request).await
+                    })
+                    .await
+                }
+            )*
+
+            async fn receive(
+                &self,
+                request: Request<pb::ReceiveRequest>,
+            ) -> Result<Response<pb::ReceiveResponse>, Status> {
+                // A long poll: the call may take its wait on top of the usual time.
+                let wait = std::time::Duration::from_millis(u64::from(request.get_ref().max_wait_ms));
+                self.forward_within(CONTROL_TIMEOUT + wait, request, |channel, request| async move {
+                    QueuesClient::new(channel).receive(request).await
+                })
+                .await
+            }
+        }
+    };
+}
+
+forward_queues! {
+    create_queue(pb::CreateQueueRequest) -> pb::CreateQueueResponse;
+    delete_queue(pb::DeleteQueueRequest) -> pb::DeleteQueueResponse;
+    list_queues(pb::ListQueuesRequest) -> pb::ListQueuesResponse;
+    describe_queue(pb::DescribeQueueRequest) -> pb::DescribeQueueResponse;
+    ack(pb::AckRequest) -> pb::AckResponse;
+    nack(pb::NackRequest) -> pb::NackResponse;
+    extend_leases(pb::ExtendLeasesRequest) -> pb::ExtendLeasesResponse;
 }

@@ -31,6 +31,7 @@ mod client;
 mod error;
 mod groups;
 mod metadata;
+mod queues;
 mod subscription;
 mod types;
 
@@ -42,7 +43,7 @@ pub use mq_common::compression::Compression;
 pub use mq_common::error::{ApiError, ErrorCode};
 pub use mq_common::partitioner::{key_hash, partition_for_key};
 pub use mq_common::records::{Header, Record, encode_records};
-/// The protocol's messages, for the consumer-group calls.
+/// The protocol's messages, for the consumer-group and queue calls.
 pub use mq_proto::v1 as proto;
 pub use subscription::Subscription;
 pub use types::{

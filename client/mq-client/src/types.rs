@@ -220,8 +220,15 @@ pub(crate) fn cluster_status_from_proto(status: pb::GetClusterStatusResponse) ->
 }
 
 pub(crate) fn consumed_from_proto(record: pb::ConsumedRecord) -> ConsumedRecord {
-    let (offset, record) = mq_common::records::proto::from_consumed(record);
-    ConsumedRecord { offset, record }
+    ConsumedRecord::from_proto(record)
+}
+
+impl ConsumedRecord {
+    /// A record as the protocol carries it.
+    pub fn from_proto(record: pb::ConsumedRecord) -> Self {
+        let (offset, record) = mq_common::records::proto::from_consumed(record);
+        Self { offset, record }
+    }
 }
 
 pub(crate) fn description_from_proto(topic: pb::TopicDescription) -> TopicDescription {

@@ -19,6 +19,13 @@
 //!   partitions incrementally (only partitions that must move are interrupted, each owned by
 //!   one member at a time) and the stream follows; [`Consumer::commit`] commits positions
 //!   (fenced: a member removed from the group cannot commit); [`Consumer::close`] leaves.
+//! - **Broadcast**: [`Consumer::broadcast`] reads every partition of some topics from now on,
+//!   with no state on the servers (each instance of a service sees every change), optionally
+//!   coalesced by key ([`ConsumerConfig::coalesce_by_key`]).
+//! - **Queues**: a [`QueueConsumer`] shares a queue subscription's partitions with the
+//!   queue's other consumers: each message is leased to one consumer, acked, nacked with a
+//!   delay, or redelivered when its lease runs out; after `max_deliveries` it goes to the
+//!   queue's dead-letter topic.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), mq_consumer::ClientError> {
@@ -37,8 +44,10 @@
 
 mod consumer;
 mod group;
+mod queue;
 mod reader;
 
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, ReadMode, Seek};
 pub use group::{GroupConfig, OffsetReset};
 pub use mq_client::{ClientConfig, ClientError, ErrorCode, Header, Record};
+pub use queue::{QueueConsumer, QueueMessage};
