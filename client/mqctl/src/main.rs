@@ -12,6 +12,7 @@ use mq_client::{BrokerStatus, Client, ClientConfig, ConsumedRecord, NewTopic, Re
 use mq_consumer::{Consumer, ConsumerConfig, GroupConfig};
 
 mod group;
+mod queue;
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Admin and debugging CLI for the message broker")]
@@ -55,6 +56,12 @@ enum Command {
     /// Consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Queue subscriptions.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
+    /// Dead letters of queue subscriptions.
+    #[command(subcommand)]
+    Dlq(queue::DlqCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,6 +171,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cluster(command) => cluster(&client, command, cli.output, &mut out).await?,
         Command::Broker(command) => broker(&client, command, cli.output, &mut out).await?,
         Command::Group(command) => group::run(&client, command, cli.output, &mut out).await?,
+        Command::Queue(command) => queue::run(&client, command, cli.output, &mut out).await?,
+        Command::Dlq(command) => queue::run_dlq(&client, command, &mut out).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -560,7 +569,7 @@ fn text(bytes: Option<&bytes::Bytes>) -> String {
     bytes.map_or(String::new(), |b| String::from_utf8_lossy(b).into_owned())
 }
 
-fn record_json(partition: u32, consumed: &ConsumedRecord) -> serde_json::Value {
+pub(crate) fn record_json(partition: u32, consumed: &ConsumedRecord) -> serde_json::Value {
     let record = &consumed.record;
     let headers: BTreeMap<&str, String> = record
         .headers

@@ -1,0 +1,319 @@
+//! `mqctl queue ...` (create, list, describe, delete queue subscriptions) and `mqctl dlq ...`
+//! (inspect a queue's dead-letter topic, redrive its messages back to where they came from).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use clap::Subcommand;
+use mq_client::proto as pb;
+use mq_client::{Client, ErrorCode, FetchOptions, Record};
+use serde_json::json;
+
+use crate::{Output, print_json, record_json};
+
+/// The header prefix the consumer manager puts on dead letters.
+const DLQ_HEADER_PREFIX: &str = "mq.dlq.";
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Create a queue subscription: consumers share the topic's partitions, each message is
+    /// leased to one of them.
+    Create {
+        name: String,
+        #[arg(long)]
+        topic: String,
+        /// Lease length in ms (default 30000).
+        #[arg(long, default_value_t = 0)]
+        ack_deadline_ms: u32,
+        /// Deliveries before a message goes to the dead-letter topic (default 5).
+        #[arg(long, default_value_t = 0)]
+        max_deliveries: u32,
+        /// Default: TOPIC.NAME.dlq.
+        #[arg(long)]
+        dead_letter_topic: Option<String>,
+        /// Never two messages of one key in flight.
+        #[arg(long)]
+        key_ordered: bool,
+        /// Start with the records already stored (default: only new ones).
+        #[arg(long)]
+        from_earliest: bool,
+    },
+    /// List queue subscriptions.
+    List,
+    /// Show a queue's config and per-partition progress.
+    Describe { name: String },
+    /// Delete a queue subscription (its unsettled messages are dropped with it).
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Print a queue's dead letters (one JSON object per line, headers included).
+    Inspect {
+        queue: String,
+        /// At most this many, oldest first.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Produce a queue's dead letters back to the partition they came from (without the
+    /// dead-letter headers), from where the last redrive stopped.
+    Redrive { queue: String },
+}
+
+fn config_json(config: &pb::QueueConfig) -> serde_json::Value {
+    json!({
+        "topic": config.topic,
+        "ack_deadline_ms": config.ack_deadline_ms,
+        "max_deliveries": config.max_deliveries,
+        "dead_letter_topic": config.dead_letter_topic,
+        "key_ordered": config.key_ordered,
+    })
+}
+
+pub async fn run(
+    client: &Client,
+    command: QueueCommand,
+    output: Output,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    match command {
+        QueueCommand::Create {
+            name,
+            topic,
+            ack_deadline_ms,
+            max_deliveries,
+            dead_letter_topic,
+            key_ordered,
+            from_earliest,
+        } => {
+            let start = match from_earliest {
+                true => pb::StartPosition::Earliest,
+                false => pb::StartPosition::Latest,
+            };
+            let config = client
+                .create_queue(pb::CreateQueueRequest {
+                    name: name.clone(),
+                    config: Some(pb::QueueConfig {
+                        topic,
+                        ack_deadline_ms,
+                        max_deliveries,
+                        dead_letter_topic: dead_letter_topic.unwrap_or_default(),
+                        key_ordered,
+                        start: start.into(),
+                    }),
+                })
+                .await?
+                .config
+                .unwrap_or_default();
+            match output {
+                Output::Json => {
+                    print_json(out, &json!({"queue": name, "config": config_json(&config)}))?
+                }
+                Output::Text => writeln!(
+                    out,
+                    "created queue {name} on {} (dead letters to {})",
+                    config.topic, config.dead_letter_topic
+                )?,
+            }
+        }
+        QueueCommand::List => {
+            let queues = client.list_queues(pb::ListQueuesRequest {}).await?.queues;
+            match output {
+                Output::Json => print_json(
+                    out,
+                    &queues
+                        .iter()
+                        .map(|q| json!({"queue": q.name, "config": q.config.as_ref().map(config_json)}))
+                        .collect::<Vec<_>>(),
+                )?,
+                Output::Text => {
+                    writeln!(out, "{:<24} {:<24} KEY-ORDERED", "QUEUE", "TOPIC")?;
+                    for queue in &queues {
+                        let config = queue.config.clone().unwrap_or_default();
+                        writeln!(out, "{:<24} {:<24} {}", queue.name, config.topic, config.key_ordered)?;
+                    }
+                }
+            }
+        }
+        QueueCommand::Describe { name } => {
+            let queue = client
+                .describe_queue(pb::DescribeQueueRequest { name })
+                .await?;
+            let config = queue.config.clone().unwrap_or_default();
+            match output {
+                Output::Json => print_json(
+                    out,
+                    &json!({
+                        "queue": queue.name,
+                        "config": config_json(&config),
+                        "partitions": queue.partitions.iter().map(|p| json!({
+                            "partition": p.partition,
+                            "settled_floor": p.settled_floor,
+                            "settled_above_floor": p.settled_above_floor,
+                            "high_watermark": p.high_watermark,
+                            "backlog": p.high_watermark.map(|hw| hw.saturating_sub(p.settled_floor + p.settled_above_floor)),
+                            "in_flight": p.in_flight,
+                        })).collect::<Vec<_>>(),
+                    }),
+                )?,
+                Output::Text => {
+                    writeln!(
+                        out,
+                        "queue {} on {} (ack deadline {} ms, {} deliveries, dead letters to {}{})",
+                        queue.name,
+                        config.topic,
+                        config.ack_deadline_ms,
+                        config.max_deliveries,
+                        config.dead_letter_topic,
+                        if config.key_ordered {
+                            ", key-ordered"
+                        } else {
+                            ""
+                        }
+                    )?;
+                    writeln!(
+                        out,
+                        "{:<10} {:>14} {:>14} {:>10}",
+                        "PARTITION", "SETTLED-FLOOR", "HIGH-WATERMARK", "IN-FLIGHT"
+                    )?;
+                    for p in &queue.partitions {
+                        let hw = p.high_watermark.map_or("-".to_owned(), |hw| hw.to_string());
+                        writeln!(
+                            out,
+                            "{:<10} {:>14} {:>14} {:>10}",
+                            p.partition, p.settled_floor, hw, p.in_flight
+                        )?;
+                    }
+                }
+            }
+        }
+        QueueCommand::Delete { name } => {
+            client
+                .delete_queue(pb::DeleteQueueRequest { name: name.clone() })
+                .await?;
+            writeln!(out, "deleted queue {name}")?;
+        }
+    }
+    Ok(())
+}
+
+/// The topic a queue's dead letters go to.
+async fn dead_letter_topic(client: &Client, queue: &str) -> anyhow::Result<(String, String)> {
+    let described = client
+        .describe_queue(pb::DescribeQueueRequest {
+            name: queue.to_owned(),
+        })
+        .await?;
+    let config = described.config.unwrap_or_default();
+    Ok((config.dead_letter_topic, config.topic))
+}
+
+/// Records of partition 0 of `topic` from `from` up to the high watermark now.
+async fn read_all(
+    client: &Client,
+    topic: &str,
+    from: u64,
+) -> anyhow::Result<(Vec<(u64, Record)>, u64)> {
+    let mut records = Vec::new();
+    let mut next = from;
+    loop {
+        let batch = client
+            .fetch(topic, 0, next, FetchOptions::default())
+            .await?;
+        records.extend(batch.records.into_iter().map(|r| (r.offset, r.record)));
+        next = batch.next_offset;
+        if next >= batch.high_watermark {
+            return Ok((records, next));
+        }
+    }
+}
+
+pub async fn run_dlq(
+    client: &Client,
+    command: DlqCommand,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    match command {
+        DlqCommand::Inspect { queue, limit } => {
+            let (dlq, _) = dead_letter_topic(client, &queue).await?;
+            let start = client
+                .list_offset(&dlq, 0, mq_client::OffsetSpec::Earliest)
+                .await?
+                .offset;
+            let (records, _) = read_all(client, &dlq, start).await?;
+            for (offset, record) in records.into_iter().take(limit.unwrap_or(usize::MAX)) {
+                let consumed = mq_client::ConsumedRecord { offset, record };
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string(&record_json(0, &consumed))?
+                )?;
+            }
+        }
+        DlqCommand::Redrive { queue } => {
+            let (dlq, source) = dead_letter_topic(client, &queue).await?;
+            // Where the last redrive stopped: an offset committed for a tool group.
+            let group = format!("mqctl.redrive.{queue}");
+            let committed = match client
+                .fetch_offsets(pb::FetchOffsetsRequest {
+                    group_id: group.clone(),
+                    partitions: vec![pb::PartitionRef {
+                        topic: dlq.clone(),
+                        partition: 0,
+                    }],
+                })
+                .await
+            {
+                Ok(response) => response.offsets.first().map_or(0, |c| c.offset),
+                Err(error) if error.code() == ErrorCode::GroupNotFound => 0,
+                Err(error) => return Err(error.into()),
+            };
+            let start = client
+                .list_offset(&dlq, 0, mq_client::OffsetSpec::Earliest)
+                .await?
+                .offset
+                .max(committed);
+            let (records, end) = read_all(client, &dlq, start).await?;
+            let mut by_target: BTreeMap<(String, u32), Vec<Record>> = BTreeMap::new();
+            let count = records.len();
+            for (_, mut record) in records {
+                let header = |key: &str| {
+                    record
+                        .headers
+                        .iter()
+                        .find(|h| h.key == key)
+                        .map(|h| String::from_utf8_lossy(&h.value).into_owned())
+                };
+                let topic = header("mq.dlq.topic").unwrap_or_else(|| source.clone());
+                let partition = header("mq.dlq.partition")
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                record
+                    .headers
+                    .retain(|h| !h.key.starts_with(DLQ_HEADER_PREFIX));
+                by_target
+                    .entry((topic, partition))
+                    .or_default()
+                    .push(record);
+            }
+            for ((topic, partition), records) in by_target {
+                client.produce(&topic, partition, records).await?;
+            }
+            client
+                .commit_offsets(pb::CommitOffsetsRequest {
+                    group_id: group,
+                    member_id: String::new(),
+                    member_epoch: 0,
+                    offsets: vec![pb::OffsetCommit {
+                        topic: dlq.clone(),
+                        partition: 0,
+                        offset: end,
+                        metadata: String::new(),
+                    }],
+                })
+                .await?;
+            writeln!(out, "redrove {count} messages from {dlq}")?;
+        }
+    }
+    Ok(())
+}
