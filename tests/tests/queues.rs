@@ -144,7 +144,7 @@ async fn five_consumers_ack_each_message_once_nacks_return_and_poison_is_dead_le
     for worker in workers {
         worker.await??;
     }
-    let outcome = outcome.lock().expect("outcome");
+    let outcome = std::mem::take(&mut *outcome.lock().expect("outcome"));
     let expected: BTreeSet<String> = (0..MESSAGES).map(|i| format!("m{i}")).collect();
     assert_eq!(
         outcome.acked.keys().cloned().collect::<BTreeSet<_>>(),
@@ -292,7 +292,7 @@ async fn key_ordered_queue_keeps_each_keys_order_under_nacks() -> anyhow::Result
                         "{key} delivered while another of its messages is leased"
                     );
                     // Every fifth message fails once: it must not let the key's next one by.
-                    let fail = seq % 5 == 0 && message.delivery_attempt == 1;
+                    let fail = seq.is_multiple_of(5) && message.delivery_attempt == 1;
                     held.lock().expect("held").remove(key);
                     if fail {
                         consumer
@@ -486,4 +486,107 @@ async fn bad_queue_input_is_refused_and_changes_nothing() -> anyhow::Result<()> 
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::QueueNotFound, "{err}");
     Ok(())
+}
+
+/// Two consumers work through a queue while the consumer manager's leader is killed: every
+/// message is acked, and none is delivered by a receive that started after an ack of it
+/// succeeded (acks survive the failover; in-flight leases are simply delivered again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acks_survive_the_loss_of_the_consumer_manager_leader() -> anyhow::Result<()> {
+    const MESSAGES: usize = 400;
+    mq_tests::cluster::Cluster::run(mq_tests::cluster::ClusterSpec::new(3, 1), async |cluster| {
+        let client = cluster.client();
+        client
+            .create_topic("jobs", NewTopic::default().replication_factor(1))
+            .await?;
+        create_queue(
+            &client,
+            "work",
+            "jobs",
+            pb::QueueConfig {
+                ack_deadline_ms: 2_000,
+                max_deliveries: 100,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let records: Vec<Record> = (0..MESSAGES)
+            .map(|i| Record::unkeyed(format!("m{i}")))
+            .collect();
+        client.produce("jobs", 0, records).await?;
+
+        // value -> (receive started, value) deliveries, and the first successful ack's end.
+        type Log = Arc<Mutex<(Vec<(Instant, String)>, HashMap<String, Instant>)>>;
+        let log: Log = Arc::default();
+        let mut workers = Vec::new();
+        for _ in 0..2 {
+            let consumer =
+                QueueConsumer::new(ConsumerConfig::new(cluster.broker_addresses()), "work")?;
+            let log = log.clone();
+            workers.push(tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(90);
+                loop {
+                    if log.lock().expect("log").1.len() == MESSAGES {
+                        return anyhow::Ok(());
+                    }
+                    anyhow::ensure!(Instant::now() < deadline, "timed out");
+                    let started = Instant::now();
+                    let messages = match consumer.receive(10, Duration::from_millis(200)).await {
+                        Ok(messages) => messages,
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    let values: Vec<String> = messages.iter().map(value).collect();
+                    log.lock()
+                        .expect("log")
+                        .0
+                        .extend(values.iter().map(|v| (started, v.clone())));
+                    let leases = messages.into_iter().map(|m| m.lease_id);
+                    // A failed ack (delivered again meanwhile, or the call failed): the
+                    // message will come back.
+                    if consumer.ack(leases).await.is_ok() {
+                        let done = Instant::now();
+                        let mut log = log.lock().expect("log");
+                        for value in values {
+                            log.1.entry(value).or_insert(done);
+                        }
+                    }
+                }
+            }));
+        }
+        wait_until("acks under way", Duration::from_secs(30), || async {
+            (log.lock().expect("log").1.len() > MESSAGES / 4).then_some(())
+        })
+        .await?;
+        // The consumer manager's leader is the only manager that answers a queue read itself.
+        let mut leader = None;
+        for (i, manager) in cluster.managers.iter().enumerate() {
+            let mut direct =
+                pb::queues_client::QueuesClient::connect(format!("http://{}", manager.address()))
+                    .await?;
+            if direct.list_queues(pb::ListQueuesRequest {}).await.is_ok() {
+                leader = Some(i);
+            }
+        }
+        let leader = leader.expect("a consumer-manager leader");
+        cluster.managers[leader].kill9()?;
+        for worker in workers {
+            worker.await??;
+        }
+        let (deliveries, acked) = std::mem::take(&mut *log.lock().expect("log"));
+        assert_eq!(acked.len(), MESSAGES);
+        let late: Vec<&(Instant, String)> = deliveries
+            .iter()
+            .filter(|(started, value)| acked.get(value).is_some_and(|done| started > done))
+            .collect();
+        assert!(late.is_empty(), "delivered again after an ack: {late:?}");
+        eprintln!(
+            "{} deliveries of {MESSAGES} messages across the failover",
+            deliveries.len()
+        );
+        Ok(())
+    })
+    .await
 }
