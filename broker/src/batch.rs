@@ -7,8 +7,8 @@
 //!      0    1 magic (1)
 //!      1    4 crc32c, big-endian, of every byte after this field
 //!      5    1 compression codec of the records section (0: none, 1: LZ4 frame, 2: zstd frame)
-//!      6    1 flags (0)
-//!      7    4 record count
+//!      6    1 flags (bit 0: compacted)
+//!      7    4 record count (of a compacted batch: the offsets it spans)
 //!     11    8 first timestamp (ms)
 //!     19    8 max timestamp (ms)
 //!     27    8 producer id (0: none)
@@ -20,7 +20,19 @@
 //! A compressed batch stores the records section as the producer compressed it; the length and
 //! the checksum cover the compressed bytes, and reads decompress.
 //!
-//! Offsets are not stored: a batch's base offset is assigned when its entry is applied.
+//! Offsets are not stored: a batch's base offset is assigned when its entry is applied, and
+//! its records take the offsets after it in order.
+//!
+//! A compacted batch (written by the compaction of its replica, in place of the original
+//! entry) keeps the header's count, timestamps and producer, so it spans the same offsets;
+//! its records section (never compressed) is the number of records kept, the offset delta of
+//! each from the base offset, then those records:
+//!
+//! ```text
+//!      4 kept records k
+//!   4 × k offset deltas
+//!        k records
+//! ```
 
 use std::fmt;
 
@@ -30,6 +42,8 @@ use mq_common::records::{self, EncodedSummary, Record};
 use serde::{Deserialize, Serialize};
 
 const MAGIC: u8 = 1;
+/// Flag: the batch was compacted (see the module docs).
+const COMPACTED: u8 = 1;
 const CRC_RANGE_START: usize = 5;
 /// Bytes before the records section.
 pub const HEADER_LEN: usize = 43;
@@ -74,6 +88,8 @@ pub enum BatchError {
     Compression(#[from] CompressionError),
     #[error(transparent)]
     Records(#[from] records::DecodeError),
+    #[error("compacted batch: {0}")]
+    Compacted(&'static str),
 }
 
 /// The client-supplied checksum of a batch did not match its records.
@@ -214,6 +230,43 @@ impl StoredBatch {
         )
     }
 
+    /// The compacted form of a batch with header `original`: only `kept` (offset delta from
+    /// the base offset, record) remain; it spans the same offsets, with the same timestamps
+    /// and producer.
+    pub fn compacted(original: &BatchHeader, kept: &[(u32, Record)]) -> Self {
+        let mut section = Vec::with_capacity(
+            4 + 4 * kept.len() + kept.iter().map(|(_, r)| r.encoded_len()).sum::<usize>(),
+        );
+        section.extend_from_slice(&(kept.len() as u32).to_be_bytes());
+        for (delta, _) in kept {
+            section.extend_from_slice(&delta.to_be_bytes());
+        }
+        records::encode_records(kept.iter().map(|(_, r)| r), &mut section);
+        let crc = crc32c::crc32c(&section);
+        let mut batch = Self::with_header(
+            (Bytes::from(section), Compression::None),
+            original.record_count as usize,
+            original.first_timestamp_ms,
+            original.max_timestamp_ms,
+            crc,
+            ProducerSeq {
+                producer_id: original.producer_id,
+                base_sequence: original.base_sequence,
+            },
+        );
+        batch.set_flags(COMPACTED);
+        batch
+    }
+
+    /// Sets the flags byte (and the checksum, which covers it).
+    fn set_flags(&mut self, flags: u8) {
+        let mut header = self.header.to_vec();
+        header[6] = flags;
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&header[CRC_RANGE_START..]), &self.records);
+        header[1..5].copy_from_slice(&crc.to_be_bytes());
+        self.header = Bytes::from(header);
+    }
+
     /// Adds the header to a records section whose CRC-32C is `records_crc`.
     fn with_header(
         (records, codec): (Bytes, Compression),
@@ -281,7 +334,7 @@ impl StoredBatch {
         }
         let crc = header.get_u32();
         let codec = header.get_u8();
-        let _flags = header.get_u8();
+        let flags = header.get_u8();
         let record_count = header.get_u32();
         let first_timestamp_ms = header.get_i64();
         let max_timestamp_ms = header.get_i64();
@@ -297,6 +350,7 @@ impl StoredBatch {
         }
         Ok(BatchHeader {
             crc,
+            compacted: flags & COMPACTED != 0,
             compression,
             record_count,
             first_timestamp_ms,
@@ -322,17 +376,52 @@ impl StoredBatch {
         Ok(header)
     }
 
-    /// Verifies the batch and decodes its records (sharing this batch's buffer).
-    pub fn records(&self) -> Result<Vec<Record>, BatchError> {
+    /// Verifies the batch and decodes its records with their offsets, the first offset being
+    /// `base` (sharing this batch's buffer).
+    pub fn records_at(&self, base: u64) -> Result<Vec<(u64, Record)>, BatchError> {
         let header = self.verify()?;
         let section = match header.compression {
             Compression::None => self.records.clone(),
             codec => Bytes::from(codec.decompress(&self.records, MAX_DECOMPRESSED_BYTES)?),
         };
-        Ok(records::decode_records(
-            section,
-            header.record_count as usize,
-        )?)
+        if !header.compacted {
+            let records = records::decode_records(section, header.record_count as usize)?;
+            return Ok((base..).zip(records).collect());
+        }
+        let malformed = BatchError::Compacted;
+        let kept = section
+            .get(..4)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
+            .ok_or(malformed("no record count"))?;
+        let deltas_end = kept
+            .checked_mul(4)
+            .and_then(|n| n.checked_add(4))
+            .filter(|end| *end <= section.len())
+            .ok_or(malformed("offset deltas cut short"))?;
+        let deltas: Vec<u32> = section[4..deltas_end]
+            .chunks_exact(4)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
+            .collect();
+        if deltas.windows(2).any(|w| w[0] >= w[1])
+            || deltas.last().is_some_and(|d| *d >= header.record_count)
+        {
+            return Err(malformed("offset deltas out of order or beyond the span"));
+        }
+        let records = records::decode_records(section.slice(deltas_end..), kept)?;
+        Ok(deltas
+            .into_iter()
+            .map(|delta| base + u64::from(delta))
+            .zip(records)
+            .collect())
+    }
+
+    /// Verifies the batch and decodes its records (without offsets).
+    pub fn records(&self) -> Result<Vec<Record>, BatchError> {
+        Ok(self
+            .records_at(0)?
+            .into_iter()
+            .map(|(_, record)| record)
+            .collect())
     }
 }
 
@@ -340,6 +429,8 @@ impl StoredBatch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {
     pub crc: u32,
+    /// Rewritten by compaction: fewer records than the offsets it spans.
+    pub compacted: bool,
     /// How the records section is compressed.
     pub compression: Compression,
     pub record_count: u32,
@@ -378,6 +469,46 @@ mod tests {
         assert_eq!(header.first_timestamp_ms, 1000);
         assert_eq!(header.max_timestamp_ms, 1004);
         assert_eq!(batch.records().unwrap(), records());
+    }
+
+    #[test]
+    fn a_compacted_batch_keeps_its_span_and_the_offsets_of_what_it_kept() {
+        let producer = ProducerSeq {
+            producer_id: 9,
+            base_sequence: 40,
+        };
+        let original = StoredBatch::build(&records(), 0, None, producer).unwrap();
+        let header = original.verify().unwrap();
+        let all = original.records_at(100).unwrap();
+        let kept = vec![(1, all[1].1.clone()), (4, all[4].1.clone())];
+        let compacted = StoredBatch::compacted(&header, &kept);
+        let compacted_header = compacted.verify().unwrap();
+        assert!(compacted_header.compacted && !header.compacted);
+        assert_eq!(
+            (
+                compacted_header.record_count,
+                compacted_header.max_timestamp_ms
+            ),
+            (5, 1004)
+        );
+        assert_eq!(
+            (compacted_header.producer_id, compacted_header.base_sequence),
+            (9, 40)
+        );
+        assert_eq!(
+            compacted.records_at(100).unwrap(),
+            vec![all[1].clone(), all[4].clone()]
+        );
+        let empty = StoredBatch::compacted(&header, &[]);
+        assert!(empty.records_at(100).unwrap().is_empty());
+        assert_eq!(empty.verify().unwrap().record_count, 5);
+        // Every flipped byte of a compacted batch is caught too.
+        for at in 1..compacted.len() {
+            let mut bytes = compacted.to_bytes().to_vec();
+            bytes[at] ^= 0x40;
+            let corrupted = StoredBatch::from_bytes(Bytes::from(bytes));
+            assert!(corrupted.records_at(0).is_err(), "flip at byte {at}");
+        }
     }
 
     #[test]

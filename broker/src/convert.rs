@@ -7,6 +7,7 @@ use mq_common::ids::{GroupId, PartitionId, TopicName};
 use mq_proto::internal as ipb;
 
 use crate::error::BrokerError;
+use crate::partition::compaction::Compaction;
 use crate::partition::retention::Retention;
 use crate::partition::{Member, ReplicaSpec};
 
@@ -69,5 +70,8 @@ pub fn spec_from_proto(spec: ipb::ReplicaSpec) -> Result<ReplicaSpec, BrokerErro
             max_age_ms: u64::try_from(spec.retention_ms).ok().filter(|v| *v > 0),
             max_bytes: u64::try_from(spec.retention_bytes).ok().filter(|v| *v > 0),
         },
+        compaction: spec.compact.then(|| Compaction {
+            delete_retention_ms: u64::try_from(spec.delete_retention_ms).unwrap_or(0),
+        }),
     })
 }

@@ -94,6 +94,7 @@ async fn start_group() -> anyhow::Result<Vec<Replica>> {
             bootstrap: true,
             max_message_bytes: 1 << 20,
             retention: Default::default(),
+            compaction: None,
         };
         let partition = Partition::start(&context, spec).await?;
         replicas.push(Replica {

@@ -896,8 +896,10 @@ fn replica_spec(
         members,
         bootstrap: replica.bootstrap,
         max_message_bytes: config.max_message_bytes,
-        retention_ms: config.retention_ms.map_or(-1, |v| v as i64),
-        retention_bytes: config.retention_bytes.map_or(-1, |v| v as i64),
+        retention_ms: config.enforced_retention_ms().map_or(-1, |v| v as i64),
+        retention_bytes: config.enforced_retention_bytes().map_or(-1, |v| v as i64),
+        compact: config.cleanup.compact,
+        delete_retention_ms: config.delete_retention_ms as i64,
         partition_count: topic.partitions.len() as u32,
     }
 }

@@ -10,17 +10,55 @@ pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 pub const RETENTION_MS: &str = "retention.ms";
 pub const RETENTION_BYTES: &str = "retention.bytes";
 pub const CLEANUP_POLICY: &str = "cleanup.policy";
+pub const DELETE_RETENTION_MS: &str = "delete.retention.ms";
 
 /// Every key, for error messages.
-const KNOWN: [&str; 4] = [
+const KNOWN: [&str; 5] = [
     MAX_MESSAGE_BYTES,
     RETENTION_MS,
     RETENTION_BYTES,
     CLEANUP_POLICY,
+    DELETE_RETENTION_MS,
 ];
 
 /// Records are kept 7 days unless the topic says otherwise.
 pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Tombstones of a compacted topic are kept a day.
+pub const DEFAULT_DELETE_RETENTION_MS: u64 = 24 * 3600 * 1000;
+
+/// What happens to old records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    /// Deleted by the retention limits.
+    pub delete: bool,
+    /// Compacted: only the latest record of each key is kept.
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    fn parse(value: &str) -> Option<Self> {
+        let mut policy = Self {
+            delete: false,
+            compact: false,
+        };
+        for part in value.split(',') {
+            match part.trim() {
+                "delete" if !policy.delete => policy.delete = true,
+                "compact" if !policy.compact => policy.compact = true,
+                _ => return None,
+            }
+        }
+        Some(policy)
+    }
+
+    fn as_str(self) -> &'static str {
+        match (self.compact, self.delete) {
+            (true, true) => "compact,delete",
+            (true, false) => "compact",
+            _ => "delete",
+        }
+    }
+}
 
 /// A topic's effective configs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +69,9 @@ pub struct TopicConfig {
     /// Per partition: the oldest batches are deleted while more than this is stored; `None`:
     /// no size limit.
     pub retention_bytes: Option<u64>,
+    pub cleanup: CleanupPolicy,
+    /// How long a compacted topic keeps a tombstone (a keyed record without a value).
+    pub delete_retention_ms: u64,
 }
 
 impl Default for TopicConfig {
@@ -39,6 +80,11 @@ impl Default for TopicConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             retention_ms: Some(DEFAULT_RETENTION_MS as u64),
             retention_bytes: None,
+            cleanup: CleanupPolicy {
+                delete: true,
+                compact: false,
+            },
+            delete_retention_ms: DEFAULT_DELETE_RETENTION_MS,
         }
     }
 }
@@ -80,12 +126,20 @@ impl TopicConfig {
                     })?;
                 }
                 CLEANUP_POLICY => {
-                    if value != "delete" {
-                        return Err(CmError::invalid(
+                    config.cleanup = CleanupPolicy::parse(value).ok_or_else(|| {
+                        CmError::invalid(
                             &field,
-                            format!("'{value}' is not a supported policy; supported: delete"),
-                        ));
-                    }
+                            format!("'{value}' is not a policy: delete, compact or compact,delete"),
+                        )
+                    })?;
+                }
+                DELETE_RETENTION_MS => {
+                    config.delete_retention_ms = value.parse().map_err(|_| {
+                        CmError::invalid(
+                            &field,
+                            format!("'{value}' is not a number of milliseconds (0 or more)"),
+                        )
+                    })?;
                 }
                 _ => {
                     return Err(CmError::invalid(
@@ -108,8 +162,22 @@ impl TopicConfig {
             ),
             (RETENTION_MS.to_owned(), unlimited(self.retention_ms)),
             (RETENTION_BYTES.to_owned(), unlimited(self.retention_bytes)),
-            (CLEANUP_POLICY.to_owned(), "delete".to_owned()),
+            (CLEANUP_POLICY.to_owned(), self.cleanup.as_str().to_owned()),
+            (
+                DELETE_RETENTION_MS.to_owned(),
+                self.delete_retention_ms.to_string(),
+            ),
         ])
+    }
+
+    /// The age limit brokers enforce: none unless the policy deletes.
+    pub fn enforced_retention_ms(&self) -> Option<u64> {
+        self.retention_ms.filter(|_| self.cleanup.delete)
+    }
+
+    /// The size limit brokers enforce: none unless the policy deletes.
+    pub fn enforced_retention_bytes(&self) -> Option<u64> {
+        self.retention_bytes.filter(|_| self.cleanup.delete)
     }
 }
 
@@ -147,6 +215,7 @@ mod tests {
         assert_eq!(map[RETENTION_MS], "604800000");
         assert_eq!(map[RETENTION_BYTES], "-1");
         assert_eq!(map[CLEANUP_POLICY], "delete");
+        assert_eq!(map[DELETE_RETENTION_MS], "86400000");
         assert_eq!(TopicConfig::parse(&map).unwrap(), TopicConfig::default());
     }
 
@@ -156,7 +225,8 @@ mod tests {
             (MAX_MESSAGE_BYTES, "2048"),
             (RETENTION_MS, "-1"),
             (RETENTION_BYTES, "1000000"),
-            (CLEANUP_POLICY, "delete"),
+            (CLEANUP_POLICY, "compact,delete"),
+            (DELETE_RETENTION_MS, "0"),
         ]))
         .unwrap();
         assert_eq!(
@@ -165,9 +235,27 @@ mod tests {
                 max_message_bytes: 2048,
                 retention_ms: None,
                 retention_bytes: Some(1_000_000),
+                cleanup: CleanupPolicy {
+                    delete: true,
+                    compact: true,
+                },
+                delete_retention_ms: 0,
             }
         );
         assert_eq!(TopicConfig::parse(&config.to_map()).unwrap(), config);
+        let compact_only = TopicConfig::parse(&configs(&[(CLEANUP_POLICY, "compact")])).unwrap();
+        assert_eq!(compact_only.retention_ms, Some(DEFAULT_RETENTION_MS as u64));
+        assert_eq!(
+            compact_only.enforced_retention_ms(),
+            None,
+            "compaction only"
+        );
+        assert_eq!(
+            TopicConfig::parse(&configs(&[(CLEANUP_POLICY, "delete , compact")]))
+                .unwrap()
+                .cleanup,
+            config.cleanup
+        );
     }
 
     #[test]
@@ -182,6 +270,9 @@ mod tests {
             (RETENTION_BYTES, "0"),
             (RETENTION_BYTES, ""),
             (CLEANUP_POLICY, "shred"),
+            (CLEANUP_POLICY, "compact,compact"),
+            (CLEANUP_POLICY, ""),
+            (DELETE_RETENTION_MS, "-1"),
         ] {
             let err = TopicConfig::parse(&configs(&[(key, value)]))
                 .unwrap_err()

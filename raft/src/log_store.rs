@@ -151,6 +151,18 @@ impl<E: Clone> TailCache<E> {
         }
     }
 
+    /// Replaces the cached entry at `index`, if cached.
+    fn replace(&mut self, index: u64, entry: E, size: usize) {
+        if index < self.first || index >= self.end() {
+            return;
+        }
+        let slot = &mut self.entries[(index - self.first) as usize];
+        let old = std::mem::replace(slot, (entry, size)).1;
+        self.forget(old);
+        self.bytes += size;
+        self.budget.used.fetch_add(size, Ordering::Relaxed);
+    }
+
     /// Drops entries up to and including `upto`.
     fn purge(&mut self, upto: u64) {
         while !self.entries.is_empty() && self.first <= upto {
@@ -255,6 +267,31 @@ impl<C: GroupTypes> RocksLogStore<C> {
             Some(value) => codec::decode(&value).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Replaces the stored entry at `entry`'s index with `entry` (same log id, another payload:
+    /// a partition's compaction rewrites old batches). Only an entry still stored is replaced:
+    /// returns false when it was purged or truncated meanwhile. Serialized with purges and
+    /// truncations, so a purged index is never written back.
+    pub fn rewrite(&self, entry: C::Entry) -> io::Result<bool> {
+        let index = entry.index();
+        let key = keys::indexed(self.group, index);
+        let log = self.store.cf(CF_RAFT_LOG);
+        let bytes = codec::encode(&entry)?;
+        let mut cache = self.cache();
+        let stored = self.store.db().get_pinned_cf(log, key).map_err(io_error)?;
+        let same_log_id = match stored {
+            Some(value) => codec::decode::<C::Entry>(&value)?.log_id() == entry.log_id(),
+            None => false,
+        };
+        if !same_log_id {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(log, key, &bytes);
+        self.store.write(batch)?;
+        cache.replace(index, entry, bytes.len());
+        Ok(true)
     }
 
     fn last_entry(&self) -> io::Result<Option<C::Entry>> {
@@ -379,8 +416,10 @@ impl<C: GroupTypes> RaftLogStorage<C> for RocksLogStore<C> {
             keys::indexed(self.group, from).as_slice(),
             keys::group_end(self.group).as_slice(),
         );
+        // Under the cache lock: a rewrite never lands between the delete and the cache.
+        let mut cache = self.cache();
         self.store.write(batch)?;
-        self.cache().truncate(from);
+        cache.truncate(from);
         Ok(())
     }
 
@@ -392,8 +431,9 @@ impl<C: GroupTypes> RaftLogStorage<C> for RocksLogStore<C> {
             keys::indexed(self.group, 0),
             keys::indexed(self.group, log_id.index() + 1),
         );
+        let mut cache = self.cache();
         self.store.write(batch)?;
-        self.cache().purge(log_id.index());
+        cache.purge(log_id.index());
         Ok(())
     }
 }

@@ -8,6 +8,7 @@
 //! caller awaits the reply, so a dropped request never leaves half a write; reads go straight
 //! to storage below the published high watermark.
 
+pub mod compaction;
 pub mod producers;
 pub mod read;
 pub mod retention;
@@ -61,6 +62,9 @@ pub struct ReplicaSpec {
     /// How long and how much data the partition keeps.
     #[serde(default)]
     pub retention: retention::Retention,
+    /// Compacted topic: keep the latest record of each key.
+    #[serde(default)]
+    pub compaction: Option<compaction::Compaction>,
 }
 
 /// What a replica reports about itself.
@@ -99,6 +103,9 @@ pub struct Partition {
     sequencer: producers::Sequencer,
     applied_sequences: producers::AppliedSequences,
     retention_target: state_machine::RetentionTarget,
+    /// The high watermark of the last compaction, and whether it kept tombstones that will
+    /// expire (a pass is due when either says so).
+    compacted: std::sync::Mutex<(u64, bool)>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -171,8 +178,9 @@ impl Partition {
                 sequencer: producers::Sequencer::default(),
                 applied_sequences,
                 retention_target,
+                compacted: std::sync::Mutex::new((0, false)),
             });
-            if !partition.spec.retention.is_unlimited() {
+            if !partition.spec.retention.is_unlimited() || partition.spec.compaction.is_some() {
                 let task =
                     retention_task(Arc::downgrade(&partition), context.retention_check_interval);
                 tokio::spawn(task.in_current_span());
@@ -181,6 +189,86 @@ impl Partition {
         }
         .instrument(span)
         .await
+    }
+
+    /// Compacts the stored range (see [`compaction`]) as of `now_ms`, when anything was
+    /// appended since the last pass or a kept tombstone may have expired. Returns the batches
+    /// rewritten and the records they dropped.
+    pub async fn compact(self: &Arc<Self>, now_ms: i64) -> Result<(usize, usize), BrokerError> {
+        let Some(settings) = self.spec.compaction else {
+            return Ok((0, 0));
+        };
+        let progress = self.progress();
+        let (done_through, tombstones) = *self.compacted.lock().expect("compacted lock");
+        if progress.high_watermark == done_through && !tombstones {
+            return Ok((0, 0));
+        }
+        let cutoff = now_ms.saturating_sub(settings.delete_retention_ms as i64);
+        let partition = self.clone();
+        let (rewritten, dropped, tombstones) =
+            tokio::task::spawn_blocking(move || partition.compact_blocking(progress, cutoff))
+                .await
+                .map_err(|err| BrokerError::Io(std::io::Error::other(err)))?
+                .map_err(|err| {
+                    BrokerError::from_read(self.spec.topic.as_str(), self.spec.partition.0, err)
+                })?;
+        *self.compacted.lock().expect("compacted lock") = (progress.high_watermark, tombstones);
+        if rewritten > 0 {
+            tracing::info!(group = %self.spec.group, rewritten, dropped, "compacted");
+        }
+        Ok((rewritten, dropped))
+    }
+
+    /// One compaction pass over `progress`'s stored range: the latest offset of every key,
+    /// then every batch with a record to drop rewritten in place. Returns the batches
+    /// rewritten, the records dropped, and whether a tombstone was kept.
+    fn compact_blocking(
+        &self,
+        progress: Progress,
+        tombstone_cutoff_ms: i64,
+    ) -> Result<(usize, usize, bool), read::ReadError> {
+        let reader = self.reader();
+        let rows = reader.rows(progress)?;
+        let mut latest = std::collections::HashMap::new();
+        for (base, row) in &rows {
+            compaction::note_latest(&mut latest, &reader.records_at(*base, *row)?);
+        }
+        let (mut rewritten, mut dropped, mut tombstones) = (0, 0, false);
+        for (base, row) in rows {
+            let records = reader.records_at(base, row)?;
+            let count = records.len();
+            let kept = compaction::kept(records, &latest, tombstone_cutoff_ms);
+            tombstones |= kept
+                .iter()
+                .any(|(_, r)| r.key.is_some() && r.value.is_none());
+            if kept.len() == count {
+                continue;
+            }
+            let Some(mut entry) = self.log.read_entry(row.raft_index)? else {
+                continue;
+            };
+            let openraft::EntryPayload::Normal(PartitionCommand::Append(batch)) = &entry.payload
+            else {
+                continue;
+            };
+            let header = batch.header().map_err(|source| read::ReadError::Corrupt {
+                raft_index: row.raft_index,
+                source,
+            })?;
+            let kept: Vec<(u32, mq_common::records::Record)> = kept
+                .into_iter()
+                .map(|(offset, record)| ((offset - base) as u32, record))
+                .collect();
+            let compacted = StoredBatch::compacted(&header, &kept);
+            let bytes = compacted.len() as u32;
+            entry.payload = openraft::EntryPayload::Normal(PartitionCommand::Append(compacted));
+            if self.log.rewrite(entry)? {
+                state_machine::resize_index_row(&self.store, self.spec.group, base, row, bytes)?;
+                rewritten += 1;
+                dropped += count - kept.len();
+            }
+        }
+        Ok((rewritten, dropped, tombstones))
     }
 
     /// Deletes the batches the retention limits expire, as of `now_ms`: sets the snapshot
@@ -607,7 +695,8 @@ impl Partition {
     }
 }
 
-/// Checks the retention limits of a partition every `interval` while it exists.
+/// Checks the retention limits of a partition, and compacts it, every `interval` while it
+/// exists.
 async fn retention_task(partition: std::sync::Weak<Partition>, interval: Duration) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -619,7 +708,11 @@ async fn retention_task(partition: std::sync::Weak<Partition>, interval: Duratio
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        if let Err(err) = partition.enforce_retention(now_ms).await {
+        let outcome = match partition.enforce_retention(now_ms).await {
+            Ok(_) => partition.compact(now_ms).await.map(drop),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = outcome {
             if partition
                 .raft
                 .metrics()
@@ -629,7 +722,7 @@ async fn retention_task(partition: std::sync::Weak<Partition>, interval: Duratio
             {
                 return;
             }
-            tracing::warn!(%err, "retention check failed");
+            tracing::warn!(%err, "retention or compaction failed");
         }
     }
 }

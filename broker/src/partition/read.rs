@@ -28,7 +28,9 @@ pub struct ReadLimits {
 pub struct ReadResult {
     /// `(offset, record)` in offset order.
     pub records: Vec<(u64, Record)>,
-    /// The offset after the last returned record (the start offset when none).
+    /// Where the next read starts: after the last returned record, or after the last batch
+    /// read whole (compaction may have removed its last records); the start offset when
+    /// nothing was read.
     pub next_offset: u64,
 }
 
@@ -86,14 +88,7 @@ impl PartitionReader<'_> {
                 rows.next();
                 continue;
             }
-            let records =
-                self.batch(row.raft_index)?
-                    .records()
-                    .map_err(|source| ReadError::Corrupt {
-                        raft_index: row.raft_index,
-                        source,
-                    })?;
-            for (offset, record) in (base..).zip(records) {
+            for (offset, record) in self.records_at(base, row)? {
                 if offset < from {
                     continue;
                 }
@@ -106,6 +101,9 @@ impl PartitionReader<'_> {
                 result.next_offset = offset + 1;
                 result.records.push((offset, record));
             }
+            // Past the whole batch, also what compaction removed from its end.
+            let end = base + u64::from(row.record_count);
+            result.next_offset = result.next_offset.max(end.min(high_watermark));
             rows.next();
         }
         rows.status().map_err(mq_raft::store::io_error)?;
@@ -124,14 +122,7 @@ impl PartitionReader<'_> {
         while rows.valid() {
             let (base, row) = decode_row(&rows)?;
             if row.max_timestamp_ms >= timestamp_ms {
-                let records =
-                    self.batch(row.raft_index)?
-                        .records()
-                        .map_err(|source| ReadError::Corrupt {
-                            raft_index: row.raft_index,
-                            source,
-                        })?;
-                let found = (base..).zip(records).find(|(offset, r)| {
+                let found = self.records_at(base, row)?.into_iter().find(|(offset, r)| {
                     *offset >= log_start_offset && r.timestamp_ms >= timestamp_ms
                 });
                 if let Some((offset, record)) = found {
@@ -167,6 +158,16 @@ impl PartitionReader<'_> {
         match failure {
             Some(err) => Err(err),
             None => Ok(cut),
+        }
+    }
+
+    /// The index rows of the stored range of `progress`, oldest first.
+    pub fn rows(&self, progress: Progress) -> Result<Vec<(u64, IndexEntry)>, ReadError> {
+        let mut failure = None;
+        let rows = self.stored_rows(progress, &mut failure).collect();
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(rows),
         }
     }
 
@@ -218,7 +219,17 @@ impl PartitionReader<'_> {
         rows
     }
 
-    fn batch(&self, raft_index: u64) -> Result<StoredBatch, ReadError> {
+    /// The records of the batch `row` describes, with their offsets.
+    pub fn records_at(&self, base: u64, row: IndexEntry) -> Result<Vec<(u64, Record)>, ReadError> {
+        self.batch(row.raft_index)?
+            .records_at(base)
+            .map_err(|source| ReadError::Corrupt {
+                raft_index: row.raft_index,
+                source,
+            })
+    }
+
+    pub fn batch(&self, raft_index: u64) -> Result<StoredBatch, ReadError> {
         match self.log.read_entry(raft_index)? {
             Some(entry) => match entry.payload {
                 EntryPayload::Normal(PartitionCommand::Append(batch)) => Ok(batch),

@@ -113,6 +113,24 @@ impl IndexEntry {
     }
 }
 
+/// Records a rewritten (compacted) batch's new size in its offset-index row.
+pub fn resize_index_row(
+    store: &Store,
+    group: GroupId,
+    base_offset: u64,
+    row: IndexEntry,
+    batch_bytes: u32,
+) -> io::Result<()> {
+    let mut batch = WriteBatch::default();
+    let row = IndexEntry { batch_bytes, ..row };
+    batch.put_cf(
+        store.cf(CF_OFFSET_INDEX),
+        keys::indexed(group, base_offset),
+        row.encode(),
+    );
+    store.write(batch)
+}
+
 /// Where the retention task asks the next snapshot to be built.
 pub type RetentionTarget = Arc<Mutex<Option<Cut>>>;
 
