@@ -374,51 +374,59 @@ impl GroupsState {
                 Some(_) => (GroupResponse::Done, vec![Change::QueueRemoved(name)]),
             },
             GroupCommand::Settle {
-                queue: name,
+                queue,
                 offsets,
                 skip_to,
-            } => {
-                let Some(queue) = self.queues.get_mut(&name) else {
-                    return refuse(
-                        RefusalCode::QueueNotFound,
-                        format!("queue {name} does not exist"),
-                    );
-                };
-                let mut changes = Vec::new();
+            } => self.update_partitions(&queue, |partitions, changed| {
                 for (partition, offsets) in offsets {
-                    if let Some(settled) = queue.partitions.get_mut(&partition) {
+                    if let Some(settled) = partitions.get_mut(&partition) {
                         settled.settle(offsets);
-                        changes.push(Change::QueuePartition(name.clone(), partition));
+                        changed.push(partition);
                     }
                 }
                 for (partition, offset) in skip_to {
-                    if let Some(settled) = queue.partitions.get_mut(&partition) {
+                    if let Some(settled) = partitions.get_mut(&partition) {
                         settled.skip_to(offset);
-                        changes.push(Change::QueuePartition(name.clone(), partition));
+                        changed.push(partition);
                     }
                 }
-                (GroupResponse::Done, changes)
-            }
-            GroupCommand::CountDeliveries {
-                queue: name,
-                counts,
-            } => {
-                let Some(queue) = self.queues.get_mut(&name) else {
-                    return refuse(
-                        RefusalCode::QueueNotFound,
-                        format!("queue {name} does not exist"),
-                    );
-                };
-                let mut changes = Vec::new();
-                for (partition, counts) in counts {
-                    if let Some(settled) = queue.partitions.get_mut(&partition) {
-                        settled.count(counts);
-                        changes.push(Change::QueuePartition(name.clone(), partition));
+            }),
+            GroupCommand::CountDeliveries { queue, counts } => {
+                self.update_partitions(&queue, |partitions, changed| {
+                    for (partition, counts) in counts {
+                        if let Some(settled) = partitions.get_mut(&partition) {
+                            settled.count(counts);
+                            changed.push(partition);
+                        }
                     }
-                }
-                (GroupResponse::Done, changes)
+                })
             }
         }
+    }
+}
+
+impl GroupsState {
+    /// Runs `update` on the partitions of queue `name` (it lists the partitions it changed).
+    fn update_partitions(
+        &mut self,
+        name: &str,
+        update: impl FnOnce(&mut BTreeMap<u32, Settled>, &mut Vec<u32>),
+    ) -> (GroupResponse, Vec<Change>) {
+        let Some(queue) = self.queues.get_mut(name) else {
+            return refuse(
+                RefusalCode::QueueNotFound,
+                format!("queue {name} does not exist"),
+            );
+        };
+        let mut changed = Vec::new();
+        update(&mut queue.partitions, &mut changed);
+        changed.sort_unstable();
+        changed.dedup();
+        let changes = changed
+            .into_iter()
+            .map(|partition| Change::QueuePartition(name.to_owned(), partition))
+            .collect();
+        (GroupResponse::Done, changes)
     }
 }
 

@@ -27,6 +27,23 @@
 //! # Ok(()) }
 //! ```
 
+/// A `Client` method calling one control-plane RPC (followed to the leader like every control
+/// call) with the protocol's own request and reply.
+macro_rules! control_call {
+    ($service:ident, $(#[$doc:meta])* $name:ident($request:ty) -> $response:ty;) => {
+        $(#[$doc])*
+        pub async fn $name(&self, request: $request) -> Result<$response, ClientError> {
+            let response = self
+                .control(|channel| {
+                    let request = request.clone();
+                    async move { $service::new(channel).$name(request).await }
+                })
+                .await?;
+            Ok(response.into_inner())
+        }
+    };
+}
+
 mod client;
 mod error;
 mod groups;

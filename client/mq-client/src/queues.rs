@@ -8,47 +8,32 @@ use mq_proto::v1::queues_client::QueuesClient;
 
 use crate::{Client, ClientError};
 
-macro_rules! queue_call {
-    ($(#[$doc:meta])* $name:ident($request:ty) -> $response:ty;) => {
-        $(#[$doc])*
-        pub async fn $name(&self, request: $request) -> Result<$response, ClientError> {
-            let response = self
-                .control(|channel| {
-                    let request = request.clone();
-                    async move { QueuesClient::new(channel).$name(request).await }
-                })
-                .await?;
-            Ok(response.into_inner())
-        }
-    };
-}
-
 impl Client {
-    queue_call! {
+    control_call! { QueuesClient,
         /// Creates a queue subscription (and its dead-letter topic when missing).
         create_queue(pb::CreateQueueRequest) -> pb::CreateQueueResponse;
     }
-    queue_call! {
+    control_call! { QueuesClient,
         /// Deletes a queue subscription and its state.
         delete_queue(pb::DeleteQueueRequest) -> pb::DeleteQueueResponse;
     }
-    queue_call! {
+    control_call! { QueuesClient,
         /// Every queue subscription with its config.
         list_queues(pb::ListQueuesRequest) -> pb::ListQueuesResponse;
     }
-    queue_call! {
+    control_call! { QueuesClient,
         /// A queue's config and per-partition progress.
         describe_queue(pb::DescribeQueueRequest) -> pb::DescribeQueueResponse;
     }
-    queue_call! {
+    control_call! { QueuesClient,
         /// Settles leased messages (all or nothing; repeating an ack succeeds).
         ack(pb::AckRequest) -> pb::AckResponse;
     }
-    queue_call! {
+    control_call! { QueuesClient,
         /// Gives leased messages back for redelivery after a delay.
         nack(pb::NackRequest) -> pb::NackResponse;
     }
-    queue_call! {
+    control_call! { QueuesClient,
         /// Moves the deadline of leased messages.
         extend_leases(pb::ExtendLeasesRequest) -> pb::ExtendLeasesResponse;
     }
