@@ -787,3 +787,139 @@ async fn mqctl_lists_describes_resets_and_deletes_groups() -> anyhow::Result<()>
     node.assert_no_panic();
     Ok(())
 }
+
+/// A member that keeps a partition it was asked to give up is removed after its rebalance
+/// timeout (while it still heartbeats), and the partition goes to the member waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_holding_a_revoked_partition_past_its_rebalance_timeout_is_removed()
+-> anyhow::Result<()> {
+    let node = Node::start_standalone("group-rebalance-timeout").await?;
+    let client = node.client();
+    client
+        .create_topic("t", NewTopic::default().partitions(4))
+        .await?;
+    let beat = |member_id: String, epoch: u32, owned: Vec<pb::PartitionRef>| {
+        client.heartbeat(pb::GroupHeartbeatRequest {
+            group_id: "g".into(),
+            member_id,
+            member_epoch: epoch,
+            topics: vec!["t".into()],
+            owned,
+            session_timeout_ms: 30_000,
+            rebalance_timeout_ms: 1_000,
+            ..Default::default()
+        })
+    };
+    let stubborn = beat(String::new(), 0, vec![]).await?;
+    assert_eq!(stubborn.assignment.len(), 4);
+    let all = stubborn.assignment.clone();
+    let patient = beat(String::new(), 0, vec![]).await?;
+    assert!(
+        patient.assignment.is_empty(),
+        "nothing is granted before it is released"
+    );
+    // The stubborn member is told to give up two, and keeps claiming all four.
+    let told = beat(
+        stubborn.member_id.clone(),
+        stubborn.member_epoch,
+        all.clone(),
+    )
+    .await?;
+    assert_eq!(told.assignment.len(), 2);
+    let removed = wait_until(
+        "the stubborn member's removal",
+        Duration::from_secs(10),
+        || {
+            let (all, id, epoch) = (all.clone(), stubborn.member_id.clone(), told.member_epoch);
+            let beat = &beat;
+            async move {
+                match beat(id, epoch, all).await {
+                    Err(error) if error.code() == ErrorCode::UnknownMember => Some(()),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
+    removed?;
+    let granted = beat(patient.member_id.clone(), patient.member_epoch, vec![]).await?;
+    assert_eq!(
+        granted.assignment.len(),
+        4,
+        "the patient member gets every partition"
+    );
+    Ok(())
+}
+
+/// Reset moves an empty group's committed offsets to the earliest, the latest, an offset (to
+/// the stored range), the first record at a time, or by N, per partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_offsets_moves_to_each_kind_of_position() -> anyhow::Result<()> {
+    use pb::reset_offsets_request::To;
+    let node = Node::start_standalone("group-reset").await?;
+    let client = node.client();
+    client
+        .create_topic("t", NewTopic::default().partitions(2))
+        .await?;
+    // Partition 0: ten records at timestamps 1000, 2000, ..., 10000; partition 1: five.
+    let records = |n: i64| -> Vec<Record> {
+        (1..=n)
+            .map(|i| Record::unkeyed(format!("r{i}")).with_timestamp(i * 1000))
+            .collect()
+    };
+    client.produce("t", 0, records(10)).await?;
+    client.produce("t", 1, records(5)).await?;
+    let reset = |to: To, partitions: Vec<u32>| {
+        client.reset_offsets(pb::ResetOffsetsRequest {
+            group_id: "g".into(),
+            topic: "t".into(),
+            partitions,
+            to: Some(to),
+        })
+    };
+    let offsets = |response: pb::ResetOffsetsResponse| -> BTreeMap<u32, u64> {
+        response
+            .offsets
+            .into_iter()
+            .map(|c| (c.partition, c.offset))
+            .collect()
+    };
+    let at = |pairs: &[(u32, u64)]| pairs.iter().copied().collect::<BTreeMap<_, _>>();
+    assert_eq!(
+        offsets(reset(To::Latest(true), vec![]).await?),
+        at(&[(0, 10), (1, 5)])
+    );
+    assert_eq!(
+        offsets(reset(To::Earliest(true), vec![]).await?),
+        at(&[(0, 0), (1, 0)])
+    );
+    assert_eq!(
+        offsets(reset(To::Offset(7), vec![]).await?),
+        at(&[(0, 7), (1, 5)])
+    );
+    assert_eq!(
+        offsets(reset(To::ShiftBy(-3), vec![0]).await?),
+        at(&[(0, 4)])
+    );
+    assert_eq!(
+        offsets(reset(To::ShiftBy(100), vec![1]).await?),
+        at(&[(1, 5)])
+    );
+    // The first record at or after 3500 ms is the 4th (offset 3); past the end: the end.
+    assert_eq!(
+        offsets(reset(To::TimestampMs(3_500), vec![]).await?),
+        at(&[(0, 3), (1, 3)])
+    );
+    assert_eq!(
+        offsets(reset(To::TimestampMs(60_000), vec![]).await?),
+        at(&[(0, 10), (1, 5)])
+    );
+    let stored = committed(&client, "g").await?;
+    let stored: BTreeMap<u32, u64> = stored
+        .offsets
+        .into_iter()
+        .map(|c| (c.partition, c.offset))
+        .collect();
+    assert_eq!(stored, at(&[(0, 10), (1, 5)]));
+    Ok(())
+}

@@ -4,7 +4,8 @@
 //! 1. offset commits: latency of one commit at a time (p50/p99), then commits/s with
 //!    `--committers` committing concurrently (one group each, one partition per commit);
 //! 2. queue subscription: acks/s with 5 consumers sharing one partition of `--queue-messages`
-//!    100-byte messages (receive up to 100, ack them in one call);
+//!    100-byte messages (receive up to 100, ack them in one call), then a tenth as many acked
+//!    one call per message;
 //! 3. rebalance: 3 members own a 12-partition group; a 4th joins; time until every member
 //!    owns its 3 partitions and none is being revoked (median of `--rebalances`);
 //! 4. broadcast: 3 instances follow a 3-partition topic; a producer sends `--broadcast-rate`
@@ -124,44 +125,49 @@ async fn commits(args: &Args, client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn queue(args: &Args, client: &Client, servers: &[String]) -> anyhow::Result<()> {
-    client.create_topic("jobs", NewTopic::default()).await?;
+/// `messages` 100-byte messages through a queue of 5 consumers that ack `per_ack` at a time.
+async fn queue(
+    client: &Client,
+    servers: &[String],
+    messages: usize,
+    per_ack: usize,
+) -> anyhow::Result<()> {
+    let topic = format!("jobs-{per_ack}");
+    client.create_topic(&topic, NewTopic::default()).await?;
     let value = "x".repeat(100);
-    for chunk in (0..args.queue_messages).collect::<Vec<_>>().chunks(5_000) {
+    for chunk in (0..messages).collect::<Vec<_>>().chunks(5_000) {
         let records = chunk
             .iter()
             .map(|_| Record::unkeyed(value.clone()))
             .collect();
-        client.produce("jobs", 0, records).await?;
+        client.produce(&topic, 0, records).await?;
     }
+    let queue = format!("work-{per_ack}");
     client
         .create_queue(pb::CreateQueueRequest {
-            name: "work".into(),
+            name: queue.clone(),
             config: Some(pb::QueueConfig {
-                topic: "jobs".into(),
+                topic,
                 start: pb::StartPosition::Earliest.into(),
                 ..Default::default()
             }),
         })
         .await?;
     let acked = Arc::new(AtomicU64::new(0));
-    let target = args.queue_messages as u64;
+    let target = messages as u64;
     let started = Instant::now();
     let mut consumers = Vec::new();
     for _ in 0..5 {
-        let consumer = QueueConsumer::new(ConsumerConfig::new(servers.to_vec()), "work")?;
+        let consumer = QueueConsumer::new(ConsumerConfig::new(servers.to_vec()), queue.clone())?;
         let acked = acked.clone();
         consumers.push(tokio::spawn(async move {
             while acked.load(Ordering::Relaxed) < target {
                 let messages = consumer.receive(100, Duration::from_millis(100)).await?;
-                if messages.is_empty() {
-                    continue;
+                let leases: Vec<String> = messages.into_iter().map(|m| m.lease_id).collect();
+                for chunk in leases.chunks(per_ack) {
+                    consumer.ack(chunk.to_vec()).await?;
+                    acked.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 }
-                let count = messages.len() as u64;
-                consumer
-                    .ack(messages.into_iter().map(|m| m.lease_id))
-                    .await?;
-                acked.fetch_add(count, Ordering::Relaxed);
             }
             anyhow::Ok(())
         }));
@@ -171,10 +177,9 @@ async fn queue(args: &Args, client: &Client, servers: &[String]) -> anyhow::Resu
     }
     let elapsed = started.elapsed().as_secs_f64();
     println!(
-        "queue: {} messages acked by 5 consumers in {:.2} s: {:.0} acks/s",
-        args.queue_messages,
-        elapsed,
-        args.queue_messages as f64 / elapsed
+        "queue: {messages} messages acked by 5 consumers, {per_ack} per ack call, in {elapsed:.2} s: {:.0} messages acked/s, {:.0} ack calls/s",
+        messages as f64 / elapsed,
+        messages as f64 / per_ack as f64 / elapsed
     );
     Ok(())
 }
@@ -259,10 +264,23 @@ async fn broadcast(args: &Args, client: &Client, servers: &[String]) -> anyhow::
         .await?;
     let total = (args.broadcast_rate * args.broadcast_secs as f64) as usize;
     let mut instances = Vec::new();
+    let (ready, mut readiness) = tokio::sync::mpsc::channel(3);
     for _ in 0..3 {
         let mut consumer = Consumer::new(ConsumerConfig::new(servers.to_vec()))?;
         consumer.broadcast(["invalidations"]).await?;
+        let ready = ready.clone();
         instances.push(tokio::spawn(async move {
+            // Streams open on first poll: the run starts once a warm-up record of every
+            // partition arrived, so connection set-up is not counted as latency.
+            let mut warm = std::collections::BTreeSet::new();
+            while warm.len() < 3 {
+                let record = consumer
+                    .next()
+                    .await
+                    .expect("broadcast streams never end")?;
+                warm.insert(record.partition);
+            }
+            ready.send(()).await?;
             let mut latency = histogram()?;
             while (latency.len() as usize) < total {
                 let record = consumer
@@ -277,6 +295,14 @@ async fn broadcast(args: &Args, client: &Client, servers: &[String]) -> anyhow::
         }));
     }
     let producer = Client::new(ClientConfig::new(servers.to_vec()))?;
+    for partition in 0..3 {
+        producer
+            .produce("invalidations", partition, vec![Record::unkeyed("warm-up")])
+            .await?;
+    }
+    for _ in 0..3 {
+        readiness.recv().await.expect("an instance is ready");
+    }
     let started = Instant::now();
     let mut sends = futures::stream::FuturesUnordered::new();
     for i in 0..total {
@@ -314,7 +340,8 @@ async fn broadcast(args: &Args, client: &Client, servers: &[String]) -> anyhow::
 async fn bench(args: &Args, servers: Vec<String>) -> anyhow::Result<()> {
     let client = Client::new(ClientConfig::new(servers.clone()))?;
     commits(args, &client).await?;
-    queue(args, &client, &servers).await?;
+    queue(&client, &servers, args.queue_messages, 100).await?;
+    queue(&client, &servers, args.queue_messages / 10, 1).await?;
     rebalance(args, &client, &servers).await?;
     broadcast(args, &client, &servers).await
 }
