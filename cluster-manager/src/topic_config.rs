@@ -64,7 +64,7 @@ impl CleanupPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopicConfig {
     pub max_message_bytes: u32,
-    /// Records older than this (by their timestamp) are deleted; `None`: kept by age forever.
+    /// Records stored longer ago than this are deleted; `None`: kept by age forever.
     pub retention_ms: Option<u64>,
     /// Per partition: the oldest batches are deleted while more than this is stored; `None`:
     /// no size limit.

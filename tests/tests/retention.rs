@@ -168,7 +168,8 @@ async fn limits_delete_old_data_and_reads_below_the_log_start_are_out_of_range()
     assert_eq!(end, 500);
     assert_eq!(read_all(&client, "sized", after).await?, 500);
 
-    // By time: batches whose newest record is older than 2 s.
+    // By time: batches appended more than 2 s ago, whatever their records' timestamps say
+    // (an hour-old event time does not make a fresh batch expire).
     client
         .create_topic("aged", NewTopic::default().config("retention.ms", "2000"))
         .await?;
@@ -178,22 +179,21 @@ async fn limits_delete_old_data_and_reads_below_the_log_start_are_out_of_range()
             .map(|i| Record::unkeyed(value(i)).with_timestamp(timestamp))
             .collect()
     };
-    client.produce("aged", 0, batch(0..50, old)).await?;
-    client.produce("aged", 0, batch(50..100, now_ms())).await?;
-    wait_until(
-        "the hour-old batch to go",
-        Duration::from_secs(10),
-        || async { (offsets(&client, "aged").await.ok()? == (50, 100)).then_some(()) },
-    )
+    client.produce("aged", 0, batch(0..50, now_ms())).await?;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    client.produce("aged", 0, batch(50..100, old)).await?;
+    wait_until("the first batch to go", Duration::from_secs(10), || async {
+        (offsets(&client, "aged").await.ok()? == (50, 100)).then_some(())
+    })
     .await?;
     assert_eq!(read_all(&client, "aged", 50).await?, 100);
     wait_until(
-        "the fresh batch to expire",
+        "the second batch to expire",
         Duration::from_secs(15),
         || async { (offsets(&client, "aged").await.ok()? == (100, 100)).then_some(()) },
     )
     .await?;
-    client.produce("aged", 0, batch(100..101, now_ms())).await?;
+    client.produce("aged", 0, batch(100..101, old)).await?;
     assert_eq!(read_all(&client, "aged", 100).await?, 101);
     node.assert_no_panic();
     Ok(())

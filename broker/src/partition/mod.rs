@@ -247,7 +247,10 @@ impl Partition {
             let Some(mut entry) = self.log.read_entry(row.raft_index)? else {
                 continue;
             };
-            let openraft::EntryPayload::Normal(PartitionCommand::Append(batch)) = &entry.payload
+            let openraft::EntryPayload::Normal(PartitionCommand::Append {
+                batch,
+                appended_at_ms,
+            }) = &entry.payload
             else {
                 continue;
             };
@@ -261,7 +264,11 @@ impl Partition {
                 .collect();
             let compacted = StoredBatch::compacted(&header, &kept);
             let bytes = compacted.len() as u32;
-            entry.payload = openraft::EntryPayload::Normal(PartitionCommand::Append(compacted));
+            let appended_at_ms = *appended_at_ms;
+            entry.payload = openraft::EntryPayload::Normal(PartitionCommand::Append {
+                batch: compacted,
+                appended_at_ms,
+            });
             if self.log.rewrite(entry)? {
                 state_machine::resize_index_row(&self.store, self.spec.group, base, row, bytes)?;
                 rewritten += 1;
@@ -322,7 +329,10 @@ impl Partition {
             let Some(header) = producer else {
                 return self
                     .raft
-                    .client_write(PartitionCommand::Append(batch))
+                    .client_write(PartitionCommand::Append {
+                        batch,
+                        appended_at_ms: now_ms(),
+                    })
                     .await;
             };
             // An idempotent producer's batches are handed to Raft in sequence order.
@@ -344,7 +354,13 @@ impl Partition {
             let (responder, applied) = openraft::impls::ProgressResponder::complete_only();
             let submitted = self
                 .raft
-                .client_write_ff(PartitionCommand::Append(batch), Some(responder))
+                .client_write_ff(
+                    PartitionCommand::Append {
+                        batch,
+                        appended_at_ms: now_ms(),
+                    },
+                    Some(responder),
+                )
                 .await;
             drop(turn);
             submitted.map_err(RaftError::Fatal)?;
@@ -695,6 +711,12 @@ impl Partition {
     }
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Checks the retention limits of a partition, and compacts it, every `interval` while it
 /// exists.
 async fn retention_task(partition: std::sync::Weak<Partition>, interval: Duration) {
@@ -705,9 +727,7 @@ async fn retention_task(partition: std::sync::Weak<Partition>, interval: Duratio
         let Some(partition) = partition.upgrade() else {
             return;
         };
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = now_ms();
         let outcome = match partition.enforce_retention(now_ms).await {
             Ok(_) => partition.compact(now_ms).await.map(drop),
             Err(err) => Err(err),

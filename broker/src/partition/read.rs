@@ -232,7 +232,7 @@ impl PartitionReader<'_> {
     pub fn batch(&self, raft_index: u64) -> Result<StoredBatch, ReadError> {
         match self.log.read_entry(raft_index)? {
             Some(entry) => match entry.payload {
-                EntryPayload::Normal(PartitionCommand::Append(batch)) => Ok(batch),
+                EntryPayload::Normal(PartitionCommand::Append { batch, .. }) => Ok(batch),
                 _ => Err(ReadError::MissingBatch(raft_index)),
             },
             None => Err(ReadError::MissingBatch(raft_index)),

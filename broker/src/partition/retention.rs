@@ -14,7 +14,7 @@ use super::state_machine::IndexEntry;
 /// A partition's retention limits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retention {
-    /// Batches whose newest record is older than this are deleted.
+    /// Batches appended longer ago than this are deleted.
     pub max_age_ms: Option<u64>,
     /// While more than this many bytes are stored, the oldest batches are deleted.
     pub max_bytes: Option<u64>,
@@ -50,7 +50,7 @@ pub fn retention_point(
     let mut remaining = stored_bytes;
     let mut cut = None;
     for (base, row) in rows {
-        let too_old = cutoff.is_some_and(|cutoff| row.max_timestamp_ms < cutoff);
+        let too_old = cutoff.is_some_and(|cutoff| row.appended_at_ms < cutoff);
         let too_big = limits.max_bytes.is_some_and(|max| remaining > max);
         if !too_old && !too_big {
             break;
@@ -68,8 +68,8 @@ pub fn retention_point(
 mod tests {
     use super::*;
 
-    /// Batches of 10 records and 100 bytes at raft indexes 2, 4, 6, ...; batch `i` holds
-    /// timestamps up to `ts[i]`.
+    /// Batches of 10 records and 100 bytes at raft indexes 2, 4, 6, ...; batch `i` was
+    /// appended at `ts[i]`.
     fn rows(ts: &[i64]) -> Vec<(u64, IndexEntry)> {
         ts.iter()
             .enumerate()
@@ -77,10 +77,11 @@ mod tests {
                 let row = IndexEntry {
                     raft_index: 2 * (i as u64 + 1),
                     record_count: 10,
-                    max_timestamp_ms: *ts,
+                    max_timestamp_ms: 0,
                     batch_bytes: 100,
                     producer_id: 0,
                     base_sequence: 0,
+                    appended_at_ms: *ts,
                 };
                 (10 * i as u64, row)
             })

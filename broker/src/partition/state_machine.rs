@@ -80,10 +80,12 @@ pub struct IndexEntry {
     /// 0: not an idempotent producer's batch.
     pub producer_id: u64,
     pub base_sequence: u32,
+    /// When the leader proposed the batch (what retention by time counts from).
+    pub appended_at_ms: i64,
 }
 
 impl IndexEntry {
-    pub const LEN: usize = 36;
+    pub const LEN: usize = 44;
 
     pub fn encode(&self) -> [u8; Self::LEN] {
         let mut out = [0u8; Self::LEN];
@@ -93,6 +95,7 @@ impl IndexEntry {
         out[20..24].copy_from_slice(&self.batch_bytes.to_be_bytes());
         out[24..32].copy_from_slice(&self.producer_id.to_be_bytes());
         out[32..36].copy_from_slice(&self.base_sequence.to_be_bytes());
+        out[36..44].copy_from_slice(&self.appended_at_ms.to_be_bytes());
         out
     }
 
@@ -109,6 +112,7 @@ impl IndexEntry {
             batch_bytes: u32_at(20),
             producer_id: u64_at(24),
             base_sequence: u32_at(32),
+            appended_at_ms: u64_at(36) as i64,
         })
     }
 }
@@ -347,7 +351,10 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
             });
             match entry.payload {
                 EntryPayload::Blank => {}
-                EntryPayload::Normal(PartitionCommand::Append(stored)) => {
+                EntryPayload::Normal(PartitionCommand::Append {
+                    batch: stored,
+                    appended_at_ms,
+                }) => {
                     // Validated by the leader before proposing; a replica that cannot read a
                     // committed entry must stop rather than assign different offsets.
                     let header = stored.header().map_err(|err| {
@@ -378,6 +385,7 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
                                 batch_bytes: stored.len() as u32,
                                 producer_id: producer,
                                 base_sequence: header.base_sequence,
+                                appended_at_ms,
                             };
                             batch.put_cf(
                                 self.store.cf(CF_OFFSET_INDEX),
@@ -687,6 +695,7 @@ mod tests {
             batch_bytes: 1 << 20,
             producer_id: u64::MAX - 1,
             base_sequence: 7,
+            appended_at_ms: 1_700_000_000_000,
         };
         assert_eq!(IndexEntry::decode(&row.encode()).unwrap(), row);
         assert!(IndexEntry::decode(&[0; 5]).is_err());

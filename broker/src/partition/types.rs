@@ -11,14 +11,19 @@ use crate::batch::StoredBatch;
 /// What one partition log entry asks the state machine to do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum PartitionCommand {
-    /// Append a producer batch: its records get the next offsets.
-    Append(StoredBatch),
+    /// Append a producer batch: its records get the next offsets. `appended_at_ms` is the
+    /// leader's clock when it proposed the batch: retention by time counts from it (not from
+    /// the records' own timestamps, which producers set and may date back).
+    Append {
+        batch: StoredBatch,
+        appended_at_ms: i64,
+    },
 }
 
 impl fmt::Display for PartitionCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Append(batch) => write!(f, "append({} bytes)", batch.len()),
+            Self::Append { batch, .. } => write!(f, "append({} bytes)", batch.len()),
         }
     }
 }
