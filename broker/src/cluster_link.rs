@@ -27,6 +27,8 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct ClusterLink {
     addresses: Vec<String>,
     peers: Arc<Peers>,
+    /// The node that answered the last call: tried first (usually the leader).
+    last_answered: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Who this broker is, as registered.
@@ -39,11 +41,17 @@ pub struct BrokerIdentity {
 
 impl ClusterLink {
     pub fn new(addresses: Vec<String>, peers: Arc<Peers>) -> Self {
-        Self { addresses, peers }
+        Self {
+            addresses,
+            peers,
+            last_answered: Arc::default(),
+        }
     }
 
     /// Calls `call` on cluster-manager nodes until one answers (each attempt bounded by
-    /// `timeout`); follows not-leader hints.
+    /// `timeout`), starting with the one that answered last; follows not-leader hints. Only
+    /// not-leader and unavailable answers move on to the next node: any other refusal is the
+    /// answer (a node that refuses bad input would refuse it everywhere).
     pub async fn call<T, F, Fut>(&self, timeout: Duration, mut call: F) -> Result<T, ApiError>
     where
         F: FnMut(tonic::transport::Channel) -> Fut,
@@ -54,6 +62,11 @@ impl ClusterLink {
             "no cluster-manager address configured",
         );
         let mut candidates = self.addresses.clone();
+        if let Some(last) = self.last_answered.lock().expect("link lock").clone()
+            && let Some(at) = candidates.iter().position(|a| *a == last)
+        {
+            candidates[..=at].rotate_right(1);
+        }
         let mut tried = 0;
         while tried < candidates.len() && tried < 8 {
             let address = candidates[tried].clone();
@@ -66,9 +79,23 @@ impl ClusterLink {
                 }
             };
             match tokio::time::timeout(timeout, call(channel)).await {
-                Ok(Ok(value)) => return Ok(value),
+                Ok(Ok(value)) => {
+                    *self.last_answered.lock().expect("link lock") = Some(address);
+                    return Ok(value);
+                }
                 Ok(Err(status)) => {
                     last = ApiError::from_status(&status);
+                    let elsewhere = matches!(
+                        last.code,
+                        ErrorCode::NotLeader
+                            | ErrorCode::LeaderNotAvailable
+                            | ErrorCode::Unavailable
+                    );
+                    if !elsewhere {
+                        *self.last_answered.lock().expect("link lock") = Some(address);
+                        return Err(last);
+                    }
+                    tracing::debug!(%address, %status, "cluster-manager node cannot answer; trying the next");
                     if let Some(leader) = &last.leader
                         && !candidates.contains(&leader.address)
                     {
@@ -76,6 +103,7 @@ impl ClusterLink {
                     }
                 }
                 Err(_) => {
+                    tracing::debug!(%address, ?timeout, "cluster-manager call timed out");
                     last = ApiError::new(
                         ErrorCode::Unavailable,
                         format!("cluster manager {address} did not answer within {timeout:?}"),

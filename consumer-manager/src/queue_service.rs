@@ -247,7 +247,10 @@ impl Queues for QueuesService {
         let request = request.into_inner();
         let queue = name("queue", &request.queue)?;
         let ids = lease_ids(request.lease_ids)?;
-        self.manager.ack(&queue, &ids).await?;
+        if let Err(error) = self.manager.ack(&queue, &ids).await {
+            tracing::debug!(queue, leases = ids.len(), %error, "ack refused");
+            return Err(error.into());
+        }
         Ok(Response::new(pb::AckResponse {}))
     }
 

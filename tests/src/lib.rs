@@ -206,7 +206,11 @@ impl Node {
             .arg(&self.data_dir)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .env("MQ_LOG", "info,openraft=warn");
+            .env(
+                "MQ_LOG",
+                // `MQ_TEST_NODE_LOG` overrides the nodes' log filter (e.g. to debug one crate).
+                std::env::var("MQ_TEST_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            );
         command
     }
 
