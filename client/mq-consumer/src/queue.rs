@@ -73,7 +73,9 @@ impl QueueConsumer {
     }
 
     /// Settles messages for good (all or nothing: `LEASE_EXPIRED` when a lease ran out or the
-    /// message was delivered again since; acking twice succeeds).
+    /// message was delivered again since; acking twice succeeds). After any other error the
+    /// outcome is unknown (the answer may have been lost after the ack was committed): the
+    /// messages are either settled or delivered again, never lost.
     pub async fn ack(
         &self,
         lease_ids: impl IntoIterator<Item = String>,
