@@ -1,5 +1,6 @@
 //! Queue subscriptions on the consumer-manager leader. Each queue in use gets a [`Runtime`]:
-//! per partition a window of fetched, unsettled messages ([`Inflight`], at most [`WINDOW`]),
+//! per partition a window of fetched, unsettled messages ([`Inflight`], at most [`WINDOW`]
+//! messages and about [`WINDOW_BYTES`]),
 //! filled by one reader task per partition through `mq-client`, and a janitor task that expires
 //! leases, records delivery counts and moves dead messages to the dead-letter topic. Settling
 //! (ack, dead-letter) is committed through Raft before it is answered; leases themselves live
@@ -24,6 +25,8 @@ use crate::state::{GroupCommand, QueueState};
 
 /// Most fetched, unsettled messages kept per partition.
 pub const WINDOW: usize = 1_000;
+/// Most bytes (keys, values, headers) of fetched, unsettled messages kept per partition.
+pub const WINDOW_BYTES: usize = 32 << 20;
 /// How often the janitor expires leases and moves dead messages.
 const JANITOR_TICK: Duration = Duration::from_millis(100);
 /// Long-poll wait of each partition reader.
@@ -487,21 +490,29 @@ async fn read_partition(manager: Weak<ConsumerManager>, runtime: Weak<Runtime>, 
         let (Some(manager), Some(runtime)) = (manager.upgrade(), runtime.upgrade()) else {
             return;
         };
-        let (next, room) = {
+        let (next, room, room_bytes) = {
             let parts = runtime.parts.lock().expect("parts lock");
             let part = &parts[&partition];
+            let bytes: usize = part
+                .inflight
+                .pending
+                .values()
+                .map(|p| p.record.size())
+                .sum();
             (
                 part.next_fetch,
                 WINDOW.saturating_sub(part.inflight.pending.len()),
+                WINDOW_BYTES.saturating_sub(bytes),
             )
         };
-        if room == 0 {
+        if room == 0 || room_bytes == 0 {
             let changed = runtime.changed.notified();
             let _ = tokio::time::timeout(READ_WAIT, changed).await;
             continue;
         }
         let options = FetchOptions {
             max_records: room as u32,
+            max_bytes: room_bytes.min(4 << 20) as u32,
             max_wait: READ_WAIT,
             ..FetchOptions::default()
         };
