@@ -493,6 +493,48 @@ mod tests {
         );
     }
 
+    /// A rewrite replaces a stored entry with the same log id (cache and disk alike), and never
+    /// writes back an entry that was purged or one with another log id.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rewrite_replaces_only_a_stored_entry_with_the_same_log_id() {
+        use openraft::EntryPayload;
+        use openraft::testing::log_id;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let mut log = RocksLogStore::<TestTypes>::new(store.clone(), GroupId(1001));
+        let entry = |index: u64, term: u64, data: &str| {
+            let mut entry = blank_ent::<TestTypes>(term, 1, index);
+            entry.payload = EntryPayload::Normal(data.to_owned());
+            entry
+        };
+        let (tx, rx) = TestTypes::oneshot();
+        log.append((1..=3).map(|i| entry(i, 1, "old")), IOFlushed::signal(tx))
+            .await
+            .unwrap();
+        rx.await.unwrap().unwrap();
+        let payload = |log: &RocksLogStore<TestTypes>, index| match log.read_entry(index).unwrap() {
+            Some(openraft::Entry {
+                payload: EntryPayload::Normal(data),
+                ..
+            }) => Some(data),
+            _ => None,
+        };
+
+        assert!(log.rewrite(entry(2, 1, "new")).unwrap());
+        assert_eq!(payload(&log, 2).as_deref(), Some("new"));
+        // Read back from disk, past the cache.
+        let fresh = RocksLogStore::<TestTypes>::new(store.clone(), GroupId(1001));
+        assert_eq!(payload(&fresh, 2).as_deref(), Some("new"));
+        // Another log id at that index is not this entry.
+        assert!(!log.rewrite(entry(3, 2, "other term")).unwrap());
+        assert_eq!(payload(&log, 3).as_deref(), Some("old"));
+        // A purged entry stays purged.
+        log.purge(log_id::<TestTypes>(1, 1, 2)).await.unwrap();
+        assert!(!log.rewrite(entry(1, 1, "revived")).unwrap());
+        assert_eq!(payload(&fresh, 1), None);
+        assert_eq!(payload(&fresh, 3).as_deref(), Some("old"));
+    }
+
     #[test]
     fn tail_cache_mirrors_appends_truncations_and_purges() {
         let budget = Arc::new(CacheBudget::new(1000, 100));

@@ -73,6 +73,14 @@ pub fn reserve_port() -> u16 {
         .expect("reserve a port")
 }
 
+/// Runs `mqctl` against `server` with `args` (what a user types after `mqctl`).
+pub fn mqctl(server: &str, args: &[&str]) -> std::io::Result<std::process::Output> {
+    Command::new(binary("mqctl"))
+        .env("MQ_SERVER", server)
+        .args(args)
+        .output()
+}
+
 /// Polls `condition` every 20 ms until it returns `Some`, or fails naming `what` after
 /// `timeout`.
 pub async fn wait_until<T, F, Fut>(

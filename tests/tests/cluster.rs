@@ -529,12 +529,7 @@ async fn mqctl_shows_the_cluster_and_drains_brokers() -> anyhow::Result<()> {
         create_topic(cluster, &client, "shown", 2).await?;
         let server = cluster.brokers[1].address();
         let mqctl = |args: &[&str]| {
-            let output = std::process::Command::new(mq_tests::binary("mqctl"))
-                .arg("--server")
-                .arg(&server)
-                .args(args)
-                .output()
-                .expect("run mqctl");
+            let output = mq_tests::mqctl(&server, args).expect("run mqctl");
             (
                 output.status.success(),
                 String::from_utf8_lossy(&output.stdout).into_owned(),

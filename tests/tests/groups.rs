@@ -12,7 +12,7 @@ use mq_client::proto as pb;
 use mq_client::{Client, ClientError, ErrorCode, NewTopic, Record};
 use mq_consumer::{Consumer, ConsumerConfig, GroupConfig};
 use mq_tests::cluster::{Cluster, ClusterSpec};
-use mq_tests::{Node, binary, wait_until};
+use mq_tests::{Node, wait_until};
 use tokio::task::JoinHandle;
 
 /// One processed record: who, which partition and offset, and a global order.
@@ -700,12 +700,7 @@ async fn mqctl_lists_describes_resets_and_deletes_groups() -> anyhow::Result<()>
         .create_topic("audit", NewTopic::default().partitions(2))
         .await?;
     produce(&client, "audit", 2, 10).await?;
-    let mqctl = |args: &[&str]| {
-        std::process::Command::new(binary("mqctl"))
-            .env("MQ_SERVER", node.address())
-            .args(args)
-            .output()
-    };
+    let mqctl = |args: &[&str]| mq_tests::mqctl(&node.address(), args);
     // consume --group reads its share (all, alone) and commits what it printed.
     let consumed = mqctl(&[
         "consume", "audit", "--group", "auditors", "-n", "20", "-f", "%p:%o",

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use mq_client::proto as pb;
 use mq_client::{Client, ErrorCode, FetchOptions, NewTopic, Record};
 use mq_consumer::{ConsumerConfig, QueueConsumer, QueueMessage};
-use mq_tests::{Node, binary, wait_until};
+use mq_tests::{Node, mqctl, wait_until};
 
 fn value(message: &QueueMessage) -> String {
     String::from_utf8(message.record.value.clone().expect("a value").to_vec()).expect("utf-8")
@@ -196,11 +196,7 @@ async fn five_consumers_ack_each_message_once_nacks_return_and_poison_is_dead_le
 
     // `mqctl dlq inspect` shows them; `redrive` puts them back on the topic, once.
     let mqctl = |args: &[&str]| {
-        let output = std::process::Command::new(binary("mqctl"))
-            .args(args)
-            .env("MQ_SERVER", node.address())
-            .output()
-            .expect("run mqctl");
+        let output = mqctl(&node.address(), args).expect("run mqctl");
         assert!(
             output.status.success(),
             "mqctl {args:?}: {}",
