@@ -8,6 +8,7 @@
 //! Binaries come from the cargo target directory this test binary lives in; `cargo build
 //! --workspace --bins` (which `.ci/run` does first) puts them there.
 
+pub mod chaos;
 pub mod cluster;
 pub mod workload;
 
