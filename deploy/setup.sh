@@ -12,8 +12,12 @@ fi
 missing=()
 dpkg -s clang >/dev/null 2>&1 || missing+=(clang)
 dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
+# The chaos suite puts nodes in network namespaces and cuts links with nftables (ip and tc
+# come with iproute2).
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
+command -v tc >/dev/null 2>&1 || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]} (needed by RocksDB's bindgen)..." >&2
+    echo "installing ${missing[*]} (RocksDB's bindgen, the chaos suite)..." >&2
     sudo_cmd=""
     [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
     $sudo_cmd apt-get -o DPkg::Lock::Timeout=300 update -qq

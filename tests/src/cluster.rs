@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use mq_client::{Client, ClientConfig, TopicDescription};
 
+use crate::net::Net;
 use crate::{Node, reserve_port, wait_until};
 
 /// How a cluster is made.
@@ -18,6 +19,12 @@ pub struct ClusterSpec {
     pub manager_args: Vec<String>,
     /// Extra arguments of every broker.
     pub broker_args: Vec<String>,
+    /// Environment variables of every broker.
+    pub broker_env: Vec<(String, String)>,
+    /// Every node in a network namespace of its own (see [`Net`]), so links can be cut.
+    pub namespaces: bool,
+    /// Where every node's log is copied when the cluster is dropped.
+    pub log_dir: Option<std::path::PathBuf>,
 }
 
 impl ClusterSpec {
@@ -27,7 +34,27 @@ impl ClusterSpec {
             brokers,
             manager_args: Vec::new(),
             broker_args: Vec::new(),
+            broker_env: Vec::new(),
+            namespaces: false,
+            log_dir: None,
         }
+    }
+
+    /// Keeps every node's log in `dir` (copied when the cluster is dropped).
+    pub fn keep_logs_in(mut self, dir: &std::path::Path) -> Self {
+        self.log_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// Runs every node in a network namespace of its own.
+    pub fn in_namespaces(mut self) -> Self {
+        self.namespaces = true;
+        self
+    }
+
+    pub fn broker_env(mut self, name: &str, value: &str) -> Self {
+        self.broker_env.push((name.to_owned(), value.to_owned()));
+        self
     }
 
     pub fn manager_set(mut self, key_value: &str) -> Self {
@@ -44,11 +71,15 @@ impl ClusterSpec {
 }
 
 /// A running cluster. Broker `i` has broker id `i + 1`; manager `i` has node id `i + 1`.
+/// In namespaces, manager `i` is host `i` of [`Cluster::net`] and broker `i` host
+/// `managers + i`.
 #[derive(Debug)]
 pub struct Cluster {
     pub managers: Vec<Node>,
     pub brokers: Vec<Node>,
     spec: ClusterSpec,
+    /// The namespaced network, when the spec asked for one (dropped after the nodes).
+    pub net: Option<Net>,
 }
 
 /// Cluster-manager and broker settings that make failure detection and healing take
@@ -66,16 +97,26 @@ const READY: Duration = Duration::from_secs(60);
 impl Cluster {
     /// Starts every node and waits until all serve (brokers serve once registered).
     pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
+        let net = if spec.namespaces {
+            Some(Net::create(spec.managers + spec.brokers)?)
+        } else {
+            None
+        };
+        let manager_host = |i: usize| {
+            net.as_ref()
+                .map_or_else(|| "127.0.0.1".to_owned(), |net| net.host_ip(i).to_string())
+        };
         let manager_ports: Vec<u16> = (0..spec.managers).map(|_| reserve_port()).collect();
         let voters = manager_ports
             .iter()
             .enumerate()
-            .map(|(i, port)| format!("{}=127.0.0.1:{port}", i + 1))
+            .map(|(i, port)| format!("{}={}:{port}", i + 1, manager_host(i)))
             .collect::<Vec<_>>()
             .join(",");
         let manager_addresses = manager_ports
             .iter()
-            .map(|port| format!("127.0.0.1:{port}"))
+            .enumerate()
+            .map(|(i, port)| format!("{}:{port}", manager_host(i)))
             .collect::<Vec<_>>()
             .join(",");
         let mut managers = Vec::new();
@@ -87,17 +128,20 @@ impl Cluster {
                 voters.clone(),
             ];
             args.extend(spec.manager_args.iter().cloned());
-            managers.push(Node::new(
-                &format!("cm{}", i + 1),
-                "mq-cluster-manager",
-                *port,
-                args,
-            )?);
+            let mut node = Node::new(&format!("cm{}", i + 1), "mq-cluster-manager", *port, args)?;
+            if let Some(net) = &net {
+                node = node.in_namespace(net.namespace(i), net.host_ip(i));
+            }
+            if let Some(dir) = &spec.log_dir {
+                node = node.keep_log_in(dir);
+            }
+            managers.push(node);
         }
         let mut cluster = Self {
             managers,
             brokers: Vec::new(),
             spec: spec.clone(),
+            net,
         };
         for _ in 0..spec.brokers {
             let broker = cluster.broker_node(&manager_addresses)?;
@@ -130,7 +174,26 @@ impl Cluster {
             manager_addresses.to_owned(),
         ];
         args.extend(self.spec.broker_args.iter().cloned());
-        Node::new(&format!("broker{id}"), "mq-broker", reserve_port(), args)
+        let mut node = Node::new(&format!("broker{id}"), "mq-broker", reserve_port(), args)?;
+        for (name, value) in &self.spec.broker_env {
+            node = node.with_env(name, value);
+        }
+        if let Some(dir) = &self.spec.log_dir {
+            node = node.keep_log_in(dir);
+        }
+        if let Some(net) = &self.net {
+            let host = self.spec.managers + id - 1;
+            if host >= self.spec.managers + self.spec.brokers {
+                bail!("a namespaced cluster has no host for broker {id}");
+            }
+            node = node.in_namespace(net.namespace(host), net.host_ip(host));
+        }
+        Ok(node)
+    }
+
+    /// The [`Net`] host index of broker `id`.
+    pub fn broker_host(&self, id: u32) -> usize {
+        self.spec.managers + id as usize - 1
     }
 
     /// Adds one more broker (the next id) and waits until it serves; returns its id.

@@ -10,6 +10,7 @@
 
 pub mod chaos;
 pub mod cluster;
+pub mod net;
 pub mod workload;
 
 use std::fs::File;
@@ -135,10 +136,17 @@ pub async fn wait_serving(address: &str, timeout: Duration) -> anyhow::Result<()
 pub struct Node {
     name: String,
     program: &'static str,
+    /// The address it listens on: loopback, or its own in a network namespace.
+    host: String,
+    /// The network namespace it runs in (see [`net::Net`]).
+    namespace: Option<String>,
     port: u16,
     data_dir: PathBuf,
     log_path: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
+    /// Where the log is copied when the node is dropped (besides `MQ_TEST_LOG_DIR`).
+    keep_log_in: Option<PathBuf>,
     child: Option<Child>,
     // Owns the directory: removed when the node is dropped.
     _dir: TempDir,
@@ -175,14 +183,37 @@ impl Node {
         Ok(Self {
             name: name.to_owned(),
             program,
+            host: "127.0.0.1".to_owned(),
+            namespace: None,
             port,
             data_dir: dir.path().join("data"),
             log_path: dir.path().join("node.log"),
             args,
+            env: Vec::new(),
+            keep_log_in: None,
             child: None,
             _dir: dir,
             starts: 0,
         })
+    }
+
+    /// Runs the node in network namespace `namespace`, listening on `ip`.
+    pub fn in_namespace(mut self, namespace: String, ip: std::net::Ipv4Addr) -> Self {
+        self.namespace = Some(namespace);
+        self.host = ip.to_string();
+        self
+    }
+
+    /// Sets an environment variable of the node's process.
+    pub fn with_env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Copies the node's log into `dir` when the node is dropped.
+    pub fn keep_log_in(mut self, dir: &Path) -> Self {
+        self.keep_log_in = Some(dir.to_owned());
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -194,7 +225,7 @@ impl Node {
     }
 
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -208,13 +239,24 @@ impl Node {
     /// The command line of this node listening on `port` (another port gives a second start
     /// on the same directory).
     pub fn command(&self, port: u16) -> Command {
-        let mut command = Command::new(binary(self.program));
+        let mut command = match &self.namespace {
+            // `ip netns exec` execs the program: the child's pid is the node's.
+            Some(namespace) => {
+                let mut command = Command::new("ip");
+                command
+                    .args(["netns", "exec", namespace])
+                    .arg(binary(self.program));
+                command
+            }
+            None => Command::new(binary(self.program)),
+        };
         command
             .args(&self.args)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("{}:{port}", self.host))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(
                 "MQ_LOG",
                 // `MQ_TEST_NODE_LOG` overrides the nodes' log filter (e.g. to debug one crate).
@@ -357,8 +399,11 @@ impl Drop for Node {
         let _ = self.resume();
         let _ = self.kill9();
         // MQ_TEST_LOG_DIR keeps every node's log for a look after the test.
-        if let Some(dir) = std::env::var_os("MQ_TEST_LOG_DIR") {
-            let dir = PathBuf::from(dir);
+        let dirs = std::env::var_os("MQ_TEST_LOG_DIR")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain(self.keep_log_in.clone());
+        for dir in dirs {
             let _ = std::fs::create_dir_all(&dir);
             let _ = std::fs::copy(
                 &self.log_path,

@@ -106,7 +106,24 @@ pub struct Partition {
     /// The high watermark of the last compaction, and whether it kept tombstones that will
     /// expire (a pass is due when either says so).
     compacted: std::sync::Mutex<(u64, bool)>,
+    /// Records acknowledged but not yet committed; only with [`UNSAFE_ACK_BEFORE_COMMIT`].
+    unsafe_pending: std::sync::atomic::AtomicU64,
 }
+
+/// The environment variable that breaks the broker on purpose, for the chaos suite's proof
+/// that its checker catches lost writes: a batch without a producer id is acknowledged
+/// before it is committed, at the offset it would probably get. Never set it elsewhere.
+pub const UNSAFE_ACK_BEFORE_COMMIT: &str = "MQ_TEST_UNSAFE_ACK_BEFORE_COMMIT";
+
+static ACK_BEFORE_COMMIT: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+    let on = std::env::var_os(UNSAFE_ACK_BEFORE_COMMIT).is_some();
+    if on {
+        tracing::warn!(
+            "{UNSAFE_ACK_BEFORE_COMMIT} is set: acknowledging writes before they are committed (loses data)"
+        );
+    }
+    on
+});
 
 impl std::fmt::Debug for Partition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -179,6 +196,7 @@ impl Partition {
                 applied_sequences,
                 retention_target,
                 compacted: std::sync::Mutex::new((0, false)),
+                unsafe_pending: std::sync::atomic::AtomicU64::new(0),
             });
             if !partition.spec.retention.is_unlimited() || partition.spec.compaction.is_some() {
                 let task =
@@ -319,12 +337,15 @@ impl Partition {
 
     /// Appends a batch through Raft; returns once it is committed and applied.
     pub async fn append(
-        &self,
+        self: &Arc<Self>,
         batch: StoredBatch,
         timeout: Duration,
     ) -> Result<Appended, BrokerError> {
         // An idempotent producer's batch (parsed once; the header was validated upstream).
         let producer = batch.header().ok().filter(|h| h.producer_id != 0);
+        if producer.is_none() && *ACK_BEFORE_COMMIT {
+            return Ok(self.append_before_commit(batch));
+        }
         let write = async {
             let Some(header) = producer else {
                 return self
@@ -401,6 +422,34 @@ impl Partition {
             }
             Ok(Err(RaftError::APIError(err))) => Err(raft_error(self.spec.group, err)),
             Ok(Err(RaftError::Fatal(err))) => Err(raft_error(self.spec.group, err)),
+        }
+    }
+
+    /// The deliberately broken append of [`UNSAFE_ACK_BEFORE_COMMIT`]: proposes the batch in
+    /// the background and answers at once with the offset it would get if nothing failed.
+    fn append_before_commit(self: &Arc<Self>, batch: StoredBatch) -> Appended {
+        use std::sync::atomic::Ordering;
+        let record_count = batch.header().map_or(1, |h| h.record_count);
+        let pending = self
+            .unsafe_pending
+            .fetch_add(u64::from(record_count), Ordering::SeqCst);
+        let partition = self.clone();
+        tokio::spawn(async move {
+            let _ = partition
+                .raft
+                .client_write(PartitionCommand::Append {
+                    batch,
+                    appended_at_ms: now_ms(),
+                })
+                .await;
+            partition
+                .unsafe_pending
+                .fetch_sub(u64::from(record_count), Ordering::SeqCst);
+        });
+        Appended {
+            base_offset: self.progress().high_watermark + pending,
+            record_count,
+            duplicate: false,
         }
     }
 

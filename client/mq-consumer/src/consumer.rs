@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use mq_client::{Client, ClientConfig, ClientError, ErrorCode, FetchOptions, OffsetSpec, Record};
+use sync_wrapper::SyncWrapper;
 use tokio_stream::StreamMap;
 use tokio_stream::wrappers::WatchStream;
 
@@ -95,7 +96,9 @@ type PartitionKey = (Arc<str>, u32);
 pub struct Consumer {
     client: Client,
     config: ConsumerConfig,
-    streams: StreamMap<PartitionKey, PartitionStream>,
+    /// In a `SyncWrapper` (only ever used through `&mut`), so that `Consumer` is `Sync` and
+    /// futures borrowing it (`commit`, `assign`) can be spawned on a multi-threaded runtime.
+    streams: SyncWrapper<StreamMap<PartitionKey, PartitionStream>>,
     positions: HashMap<PartitionKey, u64>,
     /// Group mode: the membership and the assignments it publishes.
     group: Option<(Group, WatchStream<Assignment>)>,
@@ -116,7 +119,7 @@ impl Consumer {
         Ok(Self {
             client: Client::new(config.client.clone())?,
             config,
-            streams: StreamMap::new(),
+            streams: SyncWrapper::new(StreamMap::new()),
             positions: HashMap::new(),
             group: None,
             yielded: None,
@@ -140,7 +143,7 @@ impl Consumer {
         let key: PartitionKey = (Arc::from(topic), partition);
         self.positions.insert(key.clone(), offset);
         let stream = self.open(&key, offset, Duration::ZERO);
-        self.streams.insert(key, stream);
+        self.streams.get_mut().insert(key, stream);
         Ok(offset)
     }
 
@@ -157,7 +160,7 @@ impl Consumer {
     /// Stops reading `topic/partition`.
     pub fn unassign(&mut self, topic: &str, partition: u32) {
         let key: PartitionKey = (Arc::from(topic), partition);
-        self.streams.remove(&key);
+        self.streams.get_mut().remove(&key);
         self.positions.remove(&key);
     }
 
@@ -206,12 +209,12 @@ impl Consumer {
                 "topics: broadcast needs at least one topic".into(),
             ));
         }
-        self.streams = StreamMap::new();
+        self.streams = SyncWrapper::new(StreamMap::new());
         self.positions.clear();
         for (key, start) in starts {
             let stream = self.open(&key, start, Duration::ZERO);
             self.positions.insert(key.clone(), start);
-            self.streams.insert(key, stream);
+            self.streams.get_mut().insert(key, stream);
         }
         Ok(())
     }
@@ -233,7 +236,7 @@ impl Consumer {
             ));
         }
         let (group, assignments) = Group::join(self.client.clone(), group).await?;
-        self.streams = StreamMap::new();
+        self.streams = SyncWrapper::new(StreamMap::new());
         self.positions.clear();
         self.group = Some((group, WatchStream::new(assignments)));
         Ok(())
@@ -288,7 +291,7 @@ impl Consumer {
             .collect();
         let mut released = Vec::with_capacity(revoked.len());
         for key in revoked {
-            self.streams.remove(&key);
+            self.streams.get_mut().remove(&key);
             if let Some(position) = self.positions.remove(&key) {
                 released.push(((key.0.to_string(), key.1), position));
             }
@@ -297,7 +300,7 @@ impl Consumer {
             if !self.positions.contains_key(&key) {
                 self.positions.insert(key.clone(), start);
                 let stream = self.open(&key, start, Duration::ZERO);
-                self.streams.insert(key, stream);
+                self.streams.get_mut().insert(key, stream);
             }
         }
         if let Some((group, _)) = &self.group {
@@ -413,11 +416,11 @@ impl Stream for Consumer {
                 this.apply_assignment(assignment);
                 continue;
             }
-            if this.group.is_some() && this.streams.is_empty() {
+            if this.group.is_some() && this.streams.get_mut().is_empty() {
                 // Nothing assigned right now: wait for the next assignment.
                 return Poll::Pending;
             }
-            let Some((key, item)) = futures::ready!(Pin::new(&mut this.streams).poll_next(cx))
+            let Some((key, item)) = futures::ready!(Pin::new(this.streams.get_mut()).poll_next(cx))
             else {
                 return Poll::Ready(None);
             };
@@ -437,7 +440,7 @@ impl Stream for Consumer {
                     tracing::debug!(topic = %key.0, partition = key.1, %error, position, "resuming partition");
                     let delay = this.client.config().retry_backoff_max;
                     let stream = this.open(&key, position, delay);
-                    this.streams.insert(key, stream);
+                    this.streams.get_mut().insert(key, stream);
                 }
                 Err(error)
                     if error.code() == ErrorCode::OffsetOutOfRange && this.group.is_some() =>
@@ -447,10 +450,10 @@ impl Stream for Consumer {
                     let spec = this.group.as_ref().expect("group mode").0.reset_spec();
                     tracing::warn!(topic = %key.0, partition = key.1, %error, ?spec, "position below the log start; resetting");
                     let stream = this.open_at(&key, spec);
-                    this.streams.insert(key, stream);
+                    this.streams.get_mut().insert(key, stream);
                 }
                 Err(error) => {
-                    this.streams.remove(&key);
+                    this.streams.get_mut().remove(&key);
                     this.positions.remove(&key);
                     return Poll::Ready(Some(Err(error)));
                 }

@@ -78,6 +78,9 @@ pub struct Event {
     /// Committed offsets, as `(partition, offset)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub offsets: Vec<(u32, u64)>,
+    /// A fault's kind (nemesis events), e.g. `kill-leader`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
     /// An error's text, or a fault's description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -103,6 +106,7 @@ impl Event {
             reads: Vec::new(),
             group: None,
             offsets: Vec::new(),
+            fault: None,
             detail: None,
             recovered_ms: None,
         }

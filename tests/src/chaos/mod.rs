@@ -5,3 +5,6 @@
 pub mod checker;
 pub mod history;
 pub mod linear;
+pub mod nemesis;
+pub mod processes;
+pub mod run;
