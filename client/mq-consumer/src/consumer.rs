@@ -332,15 +332,47 @@ impl Consumer {
         }
     }
 
-    /// A partition's records from where `spec` resolves to.
-    fn open_at(&self, key: &PartitionKey, spec: OffsetSpec) -> PartitionStream {
+    /// After the server answered `OFFSET_OUT_OF_RANGE` at `position`. Below the log start
+    /// (retention deleted it), a group member starts where `reset` resolves to, as when no
+    /// offset was committed, and a plain consumer gets [`ClientError::OffsetOutOfRange`].
+    /// Otherwise the position is above the answering leader's high watermark: a new leader
+    /// learns the high watermark only once it commits in its term, so the partition resumes
+    /// at the same position after a backoff (never a reset: that would re-read or skip).
+    fn reopen_out_of_range(
+        &self,
+        key: &PartitionKey,
+        position: u64,
+        reset: Option<OffsetSpec>,
+    ) -> PartitionStream {
         let (client, topic, partition) = (self.client.clone(), key.0.clone(), key.1);
-        let resolved = async move { client.list_offset(&topic, partition, spec).await };
+        let delay = self.client.config().retry_backoff_max;
+        let resolved = async move {
+            let stored = client
+                .list_offset(&topic, partition, OffsetSpec::Earliest)
+                .await?;
+            if position >= stored.log_start_offset {
+                return Ok((position, delay));
+            }
+            match reset {
+                Some(spec) => {
+                    tracing::warn!(%topic, partition, position, ?spec, "position below the log start; resetting");
+                    let reset = client.list_offset(&topic, partition, spec).await?;
+                    Ok((reset.offset, Duration::ZERO))
+                }
+                None => Err(ClientError::OffsetOutOfRange {
+                    topic: topic.to_string(),
+                    partition,
+                    offset: position,
+                    log_start_offset: stored.log_start_offset,
+                    high_watermark: stored.high_watermark,
+                }),
+            }
+        };
         let opener = self.opener();
         let key = key.clone();
         futures::stream::once(resolved)
             .flat_map(move |resolved| match resolved {
-                Ok(resolved) => opener.open(&key, resolved.offset, Duration::ZERO),
+                Ok((offset, delay)) => opener.open(&key, offset, delay),
                 Err(error) => futures::stream::iter([Err(error)]).boxed(),
             })
             .boxed()
@@ -442,14 +474,11 @@ impl Stream for Consumer {
                     let stream = this.open(&key, position, delay);
                     this.streams.get_mut().insert(key, stream);
                 }
-                Err(error)
-                    if error.code() == ErrorCode::OffsetOutOfRange && this.group.is_some() =>
-                {
-                    // Retention deleted the group's position: start where the group's offset
-                    // reset points, as when no offset was committed.
-                    let spec = this.group.as_ref().expect("group mode").0.reset_spec();
-                    tracing::warn!(topic = %key.0, partition = key.1, %error, ?spec, "position below the log start; resetting");
-                    let stream = this.open_at(&key, spec);
+                Err(error @ ClientError::Api(_)) if error.code() == ErrorCode::OffsetOutOfRange => {
+                    let position = this.positions.get(&key).copied().unwrap_or_default();
+                    let reset = this.group.as_ref().map(|(group, _)| group.reset_spec());
+                    tracing::info!(topic = %key.0, partition = key.1, %error, position, "position out of range; checking the stored range");
+                    let stream = this.reopen_out_of_range(&key, position, reset);
                     this.streams.get_mut().insert(key, stream);
                 }
                 Err(error) => {
