@@ -404,8 +404,10 @@ mod tests {
     fn the_longest_gap_spans_the_fault_from_the_last_ack_before_it() {
         let ms = 1_000_000;
         let times = [0, 10 * ms, 20 * ms, 900 * ms, 910 * ms, 2000 * ms];
-        // A fault from 25 ms to 950 ms: 20 ms .. 900 ms without an acknowledgement.
-        assert_eq!(longest_gap(&times, 25 * ms, 950 * ms), 880 * ms);
+        // A fault from 25 ms to 905 ms: 20 ms .. 900 ms without an acknowledgement.
+        assert_eq!(longest_gap(&times, 25 * ms, 905 * ms), 880 * ms);
+        // A stretch that begins inside the window counts to its end, past the window.
+        assert_eq!(longest_gap(&times, 25 * ms, 950 * ms), 1090 * ms);
         // The stretch after the window's last ack counts up to the next one.
         assert_eq!(longest_gap(&times, 905 * ms, 1000 * ms), 1090 * ms);
         // No ack at all after the start: the whole window.
