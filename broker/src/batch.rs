@@ -633,3 +633,108 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use mq_common::strategies;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    use super::*;
+
+    /// A batch from arbitrary header fields and records section, with a correct checksum and
+    /// length: garbage that gets past the checks every read makes first.
+    fn sealed(fields: [u8; HEADER_LEN], codec: u8, flags: u8, section: Vec<u8>) -> StoredBatch {
+        let mut header = fields;
+        header[0] = MAGIC;
+        header[5] = codec;
+        header[6] = flags;
+        header[39..43].copy_from_slice(&(section.len() as u32).to_be_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&header[CRC_RANGE_START..]), &section);
+        header[1..5].copy_from_slice(&crc.to_be_bytes());
+        StoredBatch::from_bytes(Bytes::from([&header[..], &section].concat()))
+    }
+
+    proptest! {
+        #[test]
+        fn built_batches_read_back_their_records_at_their_offsets(
+            records in strategies::records(8),
+            base in 0u64..u64::MAX / 2,
+            now_ms in 1i64..i64::MAX,
+        ) {
+            let batch = StoredBatch::build(&records, now_ms, None, ProducerSeq::default()).unwrap();
+            let read = StoredBatch::from_bytes(batch.to_bytes()).records_at(base)?;
+            prop_assert_eq!(read.len(), records.len());
+            for (i, ((offset, got), sent)) in read.iter().zip(&records).enumerate() {
+                prop_assert_eq!(*offset, base + i as u64);
+                let stamped = if sent.timestamp_ms == 0 { now_ms } else { sent.timestamp_ms };
+                prop_assert_eq!(got, &Record { timestamp_ms: stamped, ..sent.clone() });
+            }
+        }
+
+        #[test]
+        fn any_flipped_bit_of_a_stored_batch_is_detected(
+            records in strategies::records(4),
+            compact in any::<bool>(),
+            bit in any::<Index>(),
+        ) {
+            let mut batch = StoredBatch::build(&records, 1, None, ProducerSeq::default()).unwrap();
+            if compact {
+                let kept: Vec<(u32, Record)> =
+                    records.iter().cloned().enumerate().skip(1).map(|(i, r)| (i as u32, r)).collect();
+                batch = StoredBatch::compacted(&batch.header()?, &kept);
+            }
+            let mut bytes = batch.to_bytes().to_vec();
+            let bit = bit.index(bytes.len() * 8);
+            bytes[bit / 8] ^= 1 << (bit % 8);
+            let damaged = StoredBatch::from_bytes(Bytes::from(bytes));
+            prop_assert!(damaged.verify().is_err());
+            prop_assert!(damaged.records_at(0).is_err());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(data in vec(any::<u8>(), 0..200), base in any::<u32>()) {
+            let batch = StoredBatch::from_bytes(Bytes::from(data));
+            let _ = batch.header();
+            let _ = batch.records_at(u64::from(base));
+        }
+
+        #[test]
+        fn sealed_garbage_is_refused_or_decoded_without_a_panic(
+            fields in any::<[u8; HEADER_LEN]>(),
+            codec in 0u8..4,
+            flags in 0u8..2,
+            section in vec(any::<u8>(), 0..300),
+            base in any::<u32>(),
+        ) {
+            let batch = sealed(fields, codec, flags, section);
+            if let Ok(read) = batch.records_at(u64::from(base)) {
+                let header = batch.header()?;
+                prop_assert!(read.len() <= header.record_count as usize);
+                prop_assert!(read.windows(2).all(|w| w[0].0 < w[1].0));
+            }
+        }
+
+        #[test]
+        fn sealed_compacted_sections_with_any_deltas_never_panic(
+            count in 0u32..16,
+            kept in vec(any::<u32>(), 0..6),
+            records in strategies::records(6),
+            base in any::<u32>(),
+        ) {
+            let mut section = (kept.len() as u32).to_be_bytes().to_vec();
+            for delta in &kept {
+                section.extend_from_slice(&(delta % 20).to_be_bytes());
+            }
+            records::encode_records(&records, &mut section);
+            let mut fields = [0u8; HEADER_LEN];
+            fields[7..11].copy_from_slice(&count.to_be_bytes());
+            let batch = sealed(fields, 0, COMPACTED, section);
+            if let Ok(read) = batch.records_at(u64::from(base)) {
+                prop_assert_eq!(read.len(), kept.len());
+                prop_assert!(read.iter().all(|(o, _)| *o < u64::from(base) + u64::from(count)));
+            }
+        }
+    }
+}

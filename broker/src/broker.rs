@@ -14,6 +14,7 @@ use mq_common::ids::{PartitionId, TopicName};
 use mq_common::partitioner::partition_for_key;
 use mq_common::records::{self, Record, records_crc32c};
 use mq_common::shutdown::CancellationToken;
+use mq_raft::disk::DiskGuard;
 
 use crate::batch::{ChecksumMismatch, MAX_DECOMPRESSED_BYTES, ProducerSeq, StoredBatch};
 use crate::cluster_link::ClusterLink;
@@ -23,6 +24,7 @@ use crate::partition::Partition;
 use crate::partition::read::{ReadLimits, ReadResult};
 use crate::partition::state_machine::Progress;
 use crate::partition::types::Appended;
+use crate::push_budget::{PushBudget, Pushed};
 use crate::replicas::{HostedTopic, Replicas};
 
 /// One batch of a produce request.
@@ -93,6 +95,10 @@ pub struct Broker {
     replicas: Arc<Replicas>,
     cluster: ClusterLink,
     limits: Limits,
+    /// Free space of the data directory: no new data below its reserve.
+    disk: DiskGuard,
+    /// Bytes subscriptions may push ahead of their clients, all together.
+    push_budget: PushBudget,
     /// Round-robin position for records without key or partition.
     next_keyless: AtomicU32,
     shutdown: CancellationToken,
@@ -111,12 +117,15 @@ impl Broker {
         replicas: Arc<Replicas>,
         cluster: ClusterLink,
         limits: Limits,
+        disk: DiskGuard,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             replicas,
             cluster,
+            push_budget: PushBudget::new(limits.push_budget_bytes),
             limits,
+            disk,
             next_keyless: AtomicU32::new(0),
             shutdown,
         }
@@ -126,9 +135,9 @@ impl Broker {
         &self.limits
     }
 
-    /// Validates every batch, splits them by partition, then appends each part. Invalid input
-    /// fails the whole request before anything is written; per-partition failures are reported
-    /// per partition.
+    /// Validates every batch, splits them by partition, then appends each part. Invalid input,
+    /// or a disk below its reserve, fails the whole request before anything is written;
+    /// per-partition failures are reported per partition.
     pub async fn produce(
         &self,
         topic: &TopicName,
@@ -168,6 +177,7 @@ impl Broker {
                 }
             }
         }
+        self.disk.check()?;
         let appends = parts
             .into_iter()
             .map(|(batch_index, partition, count, stored)| {
@@ -397,6 +407,8 @@ impl Broker {
             partition: target,
             next,
             limits,
+            budget: self.push_budget.clone(),
+            pushed: None,
             shutdown: self.shutdown.clone(),
             done: false,
         };
@@ -557,24 +569,36 @@ struct Subscription {
     progress: tokio::sync::watch::Receiver<Progress>,
     next: u64,
     limits: ReadLimits,
+    budget: PushBudget,
+    /// The last push, counted against the budget until the stream asks for the next one.
+    pushed: Option<Pushed>,
     shutdown: CancellationToken,
     done: bool,
 }
 
 impl Subscription {
     async fn next_batch(mut self) -> Option<(Result<Fetched, BrokerError>, Self)> {
+        // Asked for the next push: the last one went out.
+        self.pushed = None;
         if self.done {
             return None;
         }
         loop {
             let progress = *self.progress.borrow_and_update();
             if self.next < progress.high_watermark || self.next < progress.log_start_offset {
-                let outcome = self.partition.read(self.next, self.limits).await;
+                let mut pushed = self.budget.reserve(self.limits.max_bytes);
+                let limits = ReadLimits {
+                    max_bytes: pushed.bytes(),
+                    ..self.limits
+                };
+                let outcome = self.partition.read(self.next, limits).await;
                 match &outcome {
                     Ok((read, _)) => {
                         metrics::counter!("mq_fetch_records_total")
                             .increment(read.records.len() as u64);
                         self.next = read.next_offset;
+                        pushed.settle(read.records.iter().map(|(_, r)| r.encoded_len()).sum());
+                        self.pushed = Some(pushed);
                     }
                     Err(_) => self.done = true,
                 }

@@ -151,6 +151,9 @@ pub struct Limits {
     pub default_fetch_bytes: usize,
     /// Largest fetch size a request may ask for, bytes.
     pub max_fetch_bytes: usize,
+    /// Bytes all subscriptions together may push ahead of their clients; past it, pushes
+    /// shrink to 16 KiB until clients take what was pushed (see `push_budget`).
+    pub push_budget_bytes: usize,
     /// Records per fetch when the request says 0.
     pub default_fetch_records: usize,
     /// Longest long-poll wait.
@@ -171,6 +174,7 @@ impl Default for Limits {
             max_batch_bytes: 32 * MIB,
             default_fetch_bytes: 4 * MIB,
             max_fetch_bytes: 32 * MIB,
+            push_budget_bytes: 128 * MIB,
             default_fetch_records: 10_000,
             max_fetch_wait: Duration::from_secs(60),
             default_produce_timeout: Duration::from_secs(30),

@@ -10,6 +10,8 @@ use crate::partition::read::ReadError;
 pub enum BrokerError {
     #[error("{field}: {problem}")]
     InvalidArgument { field: String, problem: String },
+    #[error("this broker: {0}")]
+    DiskFull(#[from] mq_raft::disk::DiskFull),
     #[error("topic '{topic}' does not exist")]
     TopicNotFound { topic: String },
     #[error(
@@ -120,6 +122,7 @@ impl BrokerError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::InvalidArgument { .. } => ErrorCode::InvalidArgument,
+            Self::DiskFull { .. } => ErrorCode::DiskFull,
             Self::TopicNotFound { .. } => ErrorCode::TopicNotFound,
             Self::PartitionNotFound { .. } => ErrorCode::PartitionNotFound,
             Self::NotLeader { .. } => ErrorCode::NotLeader,

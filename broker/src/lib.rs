@@ -23,6 +23,7 @@ pub mod error;
 pub mod node;
 pub mod partition;
 pub mod peer_watch;
+pub mod push_budget;
 pub mod replicas;
 pub mod service;
 

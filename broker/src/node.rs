@@ -11,6 +11,7 @@ use mq_common::shutdown::CancellationToken;
 use mq_consumer_manager::{
     ConsumerGroupsService, ConsumerManager, ConsumerManagerContext, QueuesService,
 };
+use mq_raft::disk::DiskGuard;
 use mq_raft::transport::{GroupRegistry, Peers};
 use mq_raft::{Store, StoreError};
 use tokio::sync::watch;
@@ -126,6 +127,13 @@ pub async fn run(
         config.cluster.manager_addresses.clone()
     };
 
+    let disk = DiskGuard::watch(
+        &config.node.data_dir,
+        config.storage.min_free_mib,
+        config.storage.disk_check_interval,
+        shutdown.clone(),
+    )
+    .map_err(BrokerError::Io)?;
     let replicas = Arc::new(
         Replicas::open(PartitionContext {
             store: store.clone(),
@@ -133,6 +141,7 @@ pub async fn run(
             registry: registry.clone(),
             raft_config: partition_raft,
             retention_check_interval: config.retention.check_interval,
+            disk: disk.clone(),
         })
         .await?,
     );
@@ -141,6 +150,7 @@ pub async fn run(
         replicas.clone(),
         link.clone(),
         config.limits.clone(),
+        disk,
         shutdown.clone(),
     ));
 

@@ -82,6 +82,7 @@ async fn start_group() -> anyhow::Result<Vec<Replica>> {
             registry,
             raft_config: raft_config.clone(),
             retention_check_interval: Duration::from_secs(3600),
+            disk: mq_raft::disk::DiskGuard::unlimited(),
         };
         let spec = ReplicaSpec {
             group: GroupId(2048),

@@ -180,3 +180,62 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn codec() -> impl Strategy<Value = Compression> {
+        prop_oneof![Just(Compression::Lz4), Just(Compression::Zstd)]
+    }
+
+    proptest! {
+        #[test]
+        fn compressed_data_round_trips_within_its_limit(
+            codec in codec(),
+            data in vec(any::<u8>(), 0..2000),
+        ) {
+            let packed = codec.compress(&data);
+            prop_assert_eq!(&codec.decompress(&packed, data.len())?, &data);
+            if !data.is_empty() {
+                let refused = codec.decompress(&packed, data.len() - 1);
+                prop_assert!(
+                    matches!(refused, Err(CompressionError::TooLarge { .. })),
+                    "{:?}",
+                    refused
+                );
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_nor_exceed_the_limit(
+            codec in codec(),
+            data in vec(any::<u8>(), 0..300),
+            limit in 0usize..4096,
+        ) {
+            if let Ok(out) = codec.decompress(&data, limit) {
+                prop_assert!(out.len() <= limit);
+            }
+        }
+
+        #[test]
+        fn a_damaged_frame_is_refused_or_decodes_within_the_limit(
+            codec in codec(),
+            data in vec(any::<u8>(), 1..500),
+            at in any::<proptest::sample::Index>(),
+            flip in 1u8..=255,
+        ) {
+            let mut packed = codec.compress(&data);
+            let i = at.index(packed.len());
+            packed[i] ^= flip;
+            // Frames carry checksums of their content (LZ4 when enabled, zstd optionally):
+            // what matters is that damage never panics or allocates past the limit.
+            if let Ok(out) = codec.decompress(&packed, data.len()) {
+                prop_assert!(out.len() <= data.len());
+            }
+        }
+    }
+}

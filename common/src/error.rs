@@ -48,10 +48,11 @@ pub enum ErrorCode {
     QueueNotFound,
     QueueAlreadyExists,
     LeaseExpired,
+    DiskFull,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 27] = [
+    const ALL: [ErrorCode; 28] = [
         Self::InvalidArgument,
         Self::TopicNotFound,
         Self::TopicAlreadyExists,
@@ -79,6 +80,7 @@ impl ErrorCode {
         Self::QueueNotFound,
         Self::QueueAlreadyExists,
         Self::LeaseExpired,
+        Self::DiskFull,
     ];
 
     /// The gRPC status code a whole call fails with for this reason.
@@ -105,7 +107,7 @@ impl ErrorCode {
             Self::OffsetOutOfRange => Code::OutOfRange,
             Self::Timeout => Code::DeadlineExceeded,
             Self::DataCorruption => Code::DataLoss,
-            Self::RequestTooLarge => Code::ResourceExhausted,
+            Self::RequestTooLarge | Self::DiskFull => Code::ResourceExhausted,
             Self::Internal => Code::Internal,
         }
     }
@@ -123,6 +125,7 @@ impl ErrorCode {
                 | Self::Internal
                 | Self::OutOfOrderSequence
                 | Self::StaleMemberEpoch
+                | Self::DiskFull
         )
     }
 
@@ -160,6 +163,7 @@ impl ErrorCode {
             Self::QueueNotFound => pb::ErrorReason::QueueNotFound,
             Self::QueueAlreadyExists => pb::ErrorReason::QueueAlreadyExists,
             Self::LeaseExpired => pb::ErrorReason::LeaseExpired,
+            Self::DiskFull => pb::ErrorReason::DiskFull,
         }
     }
 

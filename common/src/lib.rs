@@ -22,4 +22,6 @@ pub mod partitioner;
 pub mod records;
 pub mod server;
 pub mod shutdown;
+#[cfg(any(test, feature = "proptest"))]
+pub mod strategies;
 pub mod telemetry;

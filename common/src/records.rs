@@ -122,6 +122,9 @@ fn put_optional(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     }
 }
 
+/// The encoding of a record without key, value or headers: the least any record takes.
+const MIN_ENCODED_LEN: usize = 4 + 4 + 8 + 4;
+
 /// Why bytes are not a valid canonical encoding.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed record {index}: {problem}")]
@@ -133,7 +136,8 @@ pub struct DecodeError {
 /// Decodes `count` records from their canonical encoding. Keys, values and header values
 /// share `data`'s buffer (no copy).
 pub fn decode_records(mut data: Bytes, count: usize) -> Result<Vec<Record>, DecodeError> {
-    let mut records = Vec::with_capacity(count);
+    // The count comes from a header: allocate for no more records than the data can hold.
+    let mut records = Vec::with_capacity(count.min(data.len() / MIN_ENCODED_LEN));
     for index in 0..count {
         let fail = |problem| DecodeError { index, problem };
         let key = take_optional(&mut data).ok_or(fail("truncated key"))?;
@@ -469,5 +473,77 @@ mod tests {
         let n = bad.len();
         bad[n - 4..].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(decode_records(Bytes::from(bad), 1).is_err());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    use super::*;
+    use crate::strategies;
+
+    fn encoded(records: &[Record]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_records(records, &mut out);
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn encodings_decode_and_scan_to_what_was_encoded(records in strategies::records(8)) {
+            let data = encoded(&records);
+            prop_assert_eq!(data.len(), records.iter().map(Record::encoded_len).sum::<usize>());
+            prop_assert_eq!(&decode_records(Bytes::from(data.clone()), records.len())?, &records);
+            let summary = scan_records(&data, records.len())?;
+            prop_assert_eq!(summary.first_timestamp_ms, records[0].timestamp_ms);
+            prop_assert_eq!(
+                summary.max_timestamp_ms,
+                records.iter().map(|r| r.timestamp_ms).max().unwrap()
+            );
+            prop_assert_eq!(summary.unstamped, records.iter().any(|r| r.timestamp_ms == 0));
+            prop_assert_eq!(summary.largest.1, records.iter().map(Record::size).max().unwrap());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_and_scan_agrees_with_decode(
+            data in vec(any::<u8>(), 0..400),
+            count in 0usize..6,
+        ) {
+            let decoded = decode_records(Bytes::from(data.clone()), count);
+            let scanned = scan_records(&data, count);
+            prop_assert_eq!(decoded.as_ref().err(), scanned.as_ref().err());
+            if let Ok(records) = decoded {
+                prop_assert_eq!(records.len(), count);
+                prop_assert_eq!(encoded(&records), data);
+            }
+        }
+
+        #[test]
+        fn a_count_far_beyond_the_data_is_refused_without_allocating_for_it(
+            records in strategies::records(3),
+            count in 1usize << 32..usize::MAX,
+        ) {
+            let data = encoded(&records);
+            prop_assert!(decode_records(Bytes::from(data.clone()), count).is_err());
+            prop_assert!(scan_records(&data, count).is_err());
+        }
+
+        #[test]
+        fn a_cut_short_or_extended_encoding_is_refused(
+            records in strategies::records(6),
+            cut in any::<Index>(),
+            extra in vec(any::<u8>(), 1..8),
+        ) {
+            let data = encoded(&records);
+            let short = &data[..cut.index(data.len())];
+            prop_assert!(scan_records(short, records.len()).is_err());
+            prop_assert!(decode_records(Bytes::copy_from_slice(short), records.len()).is_err());
+            let long = [data.as_slice(), &extra].concat();
+            prop_assert!(scan_records(&long, records.len()).is_err());
+            prop_assert!(decode_records(Bytes::from(long), records.len()).is_err());
+        }
     }
 }

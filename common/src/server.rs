@@ -130,11 +130,17 @@ pub async fn standard_router(
         .build_v1alpha()
         .map_err(|err| ServerError::Serve(err.to_string()))?;
     let router = Server::builder()
+        // Each open stream can hold up to about 1 MiB in HTTP/2 send buffers while its client
+        // does not read: bound the streams one connection may open.
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .add_service(health_service)
         .add_service(v1)
         .add_service(v1alpha);
     Ok((health, router))
 }
+
+/// Concurrent streams (calls) one client connection may have open.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 
 /// Serves `router` on `listener` (with TCP_NODELAY: small replies must not wait for Nagle)
 /// until `shutdown`, then lets in-flight requests finish.

@@ -14,6 +14,7 @@
 //! This crate never interprets application data.
 
 pub mod codec;
+pub mod disk;
 pub mod keys;
 pub mod log_store;
 pub mod store;

@@ -48,6 +48,12 @@ pub struct StoreOptions {
     pub log_cache_mib: usize,
     /// Cap on those caches, all groups together, MiB.
     pub log_cache_total_mib: usize,
+    /// Free space kept on the data directory's disk, MiB: below it the node refuses new data
+    /// (see `mq_raft::disk`). Leave more than `write_buffer_mib`, which flushes need.
+    pub min_free_mib: u64,
+    /// How often free space is measured.
+    #[serde(with = "humantime_serde")]
+    pub disk_check_interval: Duration,
 }
 
 impl Default for StoreOptions {
@@ -61,6 +67,8 @@ impl Default for StoreOptions {
             sync_linger: Duration::ZERO,
             log_cache_mib: 8,
             log_cache_total_mib: 256,
+            min_free_mib: 512,
+            disk_check_interval: Duration::from_millis(250),
         }
     }
 }

@@ -36,6 +36,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 use crate::codec;
+use crate::disk::DiskGuard;
 use crate::types::GroupTypes;
 
 /// Largest Raft message on the wire: a few maximal producer batches per AppendEntries.
@@ -263,6 +264,7 @@ pub trait GroupRpc: Send + Sync + 'static {
 pub struct RaftGroupRpc<C: GroupTypes, SM: RaftStateMachine<C>> {
     raft: Raft<C, SM>,
     node_id: u64,
+    disk: DiskGuard,
 }
 
 impl<C: GroupTypes, SM: RaftStateMachine<C>> std::fmt::Debug for RaftGroupRpc<C, SM> {
@@ -275,7 +277,20 @@ impl<C: GroupTypes, SM: RaftStateMachine<C>> std::fmt::Debug for RaftGroupRpc<C,
 
 impl<C: GroupTypes, SM: RaftStateMachine<C>> RaftGroupRpc<C, SM> {
     pub fn new(raft: Raft<C, SM>, node_id: u64) -> Self {
-        Self { raft, node_id }
+        Self {
+            raft,
+            node_id,
+            disk: DiskGuard::unlimited(),
+        }
+    }
+
+    /// Refuses entries and snapshots from the leader while `disk` is below its reserve: the
+    /// leader backs off and retries, and this replica catches up once space returns. Without
+    /// entries (heartbeats) appends are still taken, so the leader's term and commit index
+    /// reach this replica and it does not call elections meanwhile.
+    pub fn with_disk_guard(mut self, disk: DiskGuard) -> Self {
+        self.disk = disk;
+        self
     }
 }
 
@@ -294,10 +309,18 @@ where
 
     fn handle(&self, kind: RpcKind, payload: Bytes) -> BoxFuture<'static, io::Result<Vec<u8>>> {
         let raft = self.raft.clone();
+        let disk = self.disk.clone();
         Box::pin(async move {
+            let refuse_if_full = || {
+                disk.check()
+                    .map_err(|full| io::Error::new(io::ErrorKind::StorageFull, full))
+            };
             match kind {
                 RpcKind::Append => {
                     let request: AppendEntriesRequest<C> = codec::decode(&payload)?;
+                    if !request.entries.is_empty() {
+                        refuse_if_full()?;
+                    }
                     reply(raft.append_entries(request).await)
                 }
                 RpcKind::Vote => {
@@ -309,6 +332,7 @@ where
                     reply(raft.pre_vote(request).await)
                 }
                 RpcKind::InstallSnapshot => {
+                    refuse_if_full()?;
                     let (vote, meta, snapshot): (VoteOf<C>, SnapshotMetaOf<C>, Vec<u8>) =
                         codec::decode(&payload)?;
                     reply(
@@ -390,9 +414,17 @@ impl RaftTransportService {
                 message.target_node_id
             )));
         }
-        let payload = rpc.handle(kind, message.payload).await.map_err(|err| {
-            Status::invalid_argument(format!("raft message of group {group}: {err}"))
-        })?;
+        let payload = rpc
+            .handle(kind, message.payload)
+            .await
+            .map_err(|err| match err.kind() {
+                // UNAVAILABLE: the leader backs off and retries, as for an unreachable peer.
+                io::ErrorKind::StorageFull => Status::unavailable(format!(
+                    "raft group {group} on node {}: {err}",
+                    rpc.node_id()
+                )),
+                _ => Status::invalid_argument(format!("raft message of group {group}: {err}")),
+            })?;
         Ok(Response::new(RaftMessage {
             group_id: group.0,
             target_node_id: 0,

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use mq_common::error::LeaderHint;
 use mq_common::ids::{GroupId, PartitionId, TopicName, broker_of_node};
+use mq_raft::disk::DiskGuard;
 use mq_raft::transport::{GroupRegistry, GrpcNetworkFactory, Peers, RaftGroupRpc};
 use mq_raft::{RocksLogStore, Store};
 use openraft::async_runtime::WatchReceiver;
@@ -92,6 +93,8 @@ pub struct PartitionContext {
     pub raft_config: Arc<openraft::Config>,
     /// How often each replica checks its retention limits.
     pub retention_check_interval: Duration,
+    /// Free space of the data directory: replication to this replica pauses below its reserve.
+    pub disk: DiskGuard,
 }
 
 pub struct Partition {
@@ -161,7 +164,10 @@ impl Partition {
             .map_err(|err| raft_error(spec.group, err))?;
             context.registry.register(
                 spec.group,
-                Arc::new(RaftGroupRpc::new(raft.clone(), spec.node_id)),
+                Arc::new(
+                    RaftGroupRpc::new(raft.clone(), spec.node_id)
+                        .with_disk_guard(context.disk.clone()),
+                ),
             );
             if spec.bootstrap
                 && !raft
