@@ -135,9 +135,9 @@ impl Broker {
         &self.limits
     }
 
-    /// Validates every batch, splits them by partition, then appends each part. Invalid input,
-    /// or a disk below its reserve, fails the whole request before anything is written;
-    /// per-partition failures are reported per partition.
+    /// Validates every batch, splits them by partition, then appends each part. Invalid input
+    /// fails the whole request before anything is written; per-partition failures (a disk
+    /// below its reserve among them) are reported per partition.
     pub async fn produce(
         &self,
         topic: &TopicName,
@@ -177,7 +177,6 @@ impl Broker {
                 }
             }
         }
-        self.disk.check()?;
         let appends = parts
             .into_iter()
             .map(|(batch_index, partition, count, stored)| {
@@ -186,7 +185,11 @@ impl Broker {
                 async move {
                     let started = std::time::Instant::now();
                     let result = match target {
-                        Some(target) => target.append(stored, timeout).await,
+                        // Not leading: NOT_LEADER sends the client to the leader.
+                        Some(target) => match self.disk.check() {
+                            Err(full) if target.is_leader() => Err(full.into()),
+                            _ => target.append(stored, timeout).await,
+                        },
                         None => Err(self.not_hosted(topic, partition).await),
                     };
                     if result.is_ok() {

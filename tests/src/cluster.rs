@@ -25,6 +25,8 @@ pub struct ClusterSpec {
     pub namespaces: bool,
     /// Where every node's log is copied when the cluster is dropped.
     pub log_dir: Option<std::path::PathBuf>,
+    /// A broker (id) whose data directory is a tmpfs of so many bytes.
+    pub small_disk: Option<(u32, u64)>,
 }
 
 impl ClusterSpec {
@@ -37,12 +39,19 @@ impl ClusterSpec {
             broker_env: Vec::new(),
             namespaces: false,
             log_dir: None,
+            small_disk: None,
         }
     }
 
     /// Keeps every node's log in `dir` (copied when the cluster is dropped).
     pub fn keep_logs_in(mut self, dir: &std::path::Path) -> Self {
         self.log_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// Puts broker `id`'s data directory on a tmpfs of `bytes` (needs root).
+    pub fn broker_on_small_disk(mut self, id: u32, bytes: u64) -> Self {
+        self.small_disk = Some((id, bytes));
         self
     }
 
@@ -146,6 +155,9 @@ impl Cluster {
         for _ in 0..spec.brokers {
             let broker = cluster.broker_node(&manager_addresses)?;
             cluster.brokers.push(broker);
+        }
+        if let Some((id, bytes)) = spec.small_disk {
+            cluster.broker(id).on_small_disk(bytes)?;
         }
         // Voters serve once they know a leader, which needs a majority of them up: start all
         // before waiting for any.

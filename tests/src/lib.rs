@@ -15,7 +15,7 @@ pub mod workload;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -148,6 +148,8 @@ pub struct Node {
     /// Where the log is copied when the node is dropped (besides `MQ_TEST_LOG_DIR`).
     keep_log_in: Option<PathBuf>,
     child: Option<Child>,
+    /// The data directory is a tmpfs mount of this test's (unmounted when dropped).
+    small_disk: bool,
     // Owns the directory: removed when the node is dropped.
     _dir: TempDir,
     starts: u32,
@@ -192,9 +194,32 @@ impl Node {
             env: Vec::new(),
             keep_log_in: None,
             child: None,
+            small_disk: false,
             _dir: dir,
             starts: 0,
         })
+    }
+
+    /// Puts the data directory on a tmpfs of `bytes` (needs root), before the node starts: a
+    /// small disk, for tests of what happens when it fills up.
+    pub fn on_small_disk(&mut self, bytes: u64) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.data_dir)?;
+        mount(&[
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={bytes}"),
+            "tmpfs",
+            &self.data_dir.to_string_lossy(),
+        ])?;
+        self.small_disk = true;
+        Ok(())
+    }
+
+    /// Free bytes on the data directory's disk.
+    pub fn free_disk_bytes(&self) -> anyhow::Result<u64> {
+        let stats = nix::sys::statvfs::statvfs(&self.data_dir)?;
+        Ok(stats.blocks_available() as u64 * stats.fragment_size() as u64)
     }
 
     /// Runs the node in network namespace `namespace`, listening on `ip`.
@@ -398,6 +423,11 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.resume();
         let _ = self.kill9();
+        if self.small_disk {
+            let _ = mount_command("umount")
+                .args(["-l", &self.data_dir.to_string_lossy()])
+                .status();
+        }
         // MQ_TEST_LOG_DIR keeps every node's log for a look after the test.
         let dirs = std::env::var_os("MQ_TEST_LOG_DIR")
             .map(PathBuf::from)
@@ -425,4 +455,21 @@ impl Drop for Node {
             panic!("node {} panicked (see its log above)", self.name);
         }
     }
+}
+
+fn mount_command(program: &str) -> Command {
+    let mut command = Command::new(program);
+    command.stdout(Stdio::null()).stderr(Stdio::piped());
+    command
+}
+
+fn mount(args: &[&str]) -> anyhow::Result<()> {
+    let output = mount_command("mount").args(args).output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "mount {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
 }

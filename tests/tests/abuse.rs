@@ -62,11 +62,11 @@ enum Form {
 
 fn form() -> impl Strategy<Value = Form> {
     prop_oneof![
-        4 => Just(Form::Decoded),
-        4 => (
-            prop_oneof![4 => 0..3i32, 1 => 3..9i32],
-            prop_oneof![6 => Just(0), 1 => -1..=1i32],
-            prop::option::weighted(0.2, (any::<prop::sample::Index>(), 1u8..=255)),
+        8 => Just(Form::Decoded),
+        8 => (
+            prop_oneof![8 => 0..3i32, 1 => 3..9i32],
+            prop_oneof![8 => Just(0), 1 => -1..=1i32],
+            prop::option::weighted(0.1, (any::<prop::sample::Index>(), 1u8..=255)),
         )
             .prop_map(|(codec, miscount, damage)| Form::Encoded {
                 codec,
@@ -89,18 +89,18 @@ enum Crc {
 fn batch() -> impl Strategy<Value = pb::PartitionBatch> {
     (
         prop_oneof![
-            1 => Just(None),
-            6 => (0..PARTITIONS).prop_map(Some),
+            2 => Just(None),
+            12 => (0..PARTITIONS).prop_map(Some),
             1 => (PARTITIONS..u32::MAX).prop_map(Some),
         ],
         strategies::records(5),
         form(),
         prop_oneof![
-            Just(Crc::Absent),
-            Just(Crc::Right),
-            any::<u32>().prop_map(Crc::Wrong)
+            4 => Just(Crc::Absent),
+            4 => Just(Crc::Right),
+            1 => any::<u32>().prop_map(Crc::Wrong)
         ],
-        prop_oneof![4 => Just(0u64), 1 => any::<u64>()],
+        prop_oneof![8 => Just(0u64), 1 => any::<u64>()],
         any::<u32>(),
     )
         .prop_map(
@@ -164,7 +164,7 @@ fn request() -> impl Strategy<Value = pb::ProduceRequest> {
             1 => "\\PC{1,20}",
             1 => Just("t".repeat(300)),
         ],
-        prop::collection::vec(batch(), 0..4),
+        prop::collection::vec(batch(), 0..3),
         // Never a short timeout: a timed-out write may still commit, and this test counts
         // exactly what was acknowledged.
         prop_oneof![8 => Just(0u32), 1 => Just(10_000), 1 => Just(u32::MAX)],
