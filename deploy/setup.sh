@@ -16,6 +16,8 @@ dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
 # come with iproute2).
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v tc >/dev/null 2>&1 || missing+=(iproute2)
+# ... and skews a node's wall clock with libfaketime.
+command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} (RocksDB's bindgen, the chaos suite)..." >&2
     sudo_cmd=""

@@ -235,6 +235,14 @@ impl Node {
         self
     }
 
+    /// Sets (or with `None` removes) an environment variable for the node's next start.
+    pub fn set_env(&mut self, name: &str, value: Option<&str>) {
+        self.env.retain(|(n, _)| n != name);
+        if let Some(value) = value {
+            self.env.push((name.to_owned(), value.to_owned()));
+        }
+    }
+
     /// Copies the node's log into `dir` when the node is dropped.
     pub fn keep_log_in(mut self, dir: &Path) -> Self {
         self.keep_log_in = Some(dir.to_owned());

@@ -66,6 +66,7 @@ async fn kills_pauses_and_restarts_lose_nothing() {
                 Fault::PauseBroker,
                 Fault::PauseManagerLeader,
                 Fault::RollingRestart,
+                Fault::ClockSkew,
             ],
             out,
         )

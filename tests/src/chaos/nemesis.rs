@@ -36,10 +36,13 @@ pub enum Fault {
     Bridge,
     /// Slow a random broker's link to 256 kbit/s (queueing up to 300 ms) both ways.
     Slow,
+    /// Restart a random broker with its wall clock 1 to 10 minutes off (libfaketime; the
+    /// monotonic clock, which Raft's timers use, is left alone); restart it right at heal.
+    ClockSkew,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::KillBroker,
         Fault::KillLeader,
         Fault::KillManagerLeader,
@@ -50,6 +53,7 @@ impl Fault {
         Fault::Split,
         Fault::Bridge,
         Fault::Slow,
+        Fault::ClockSkew,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +68,7 @@ impl Fault {
             Fault::Split => "split",
             Fault::Bridge => "bridge",
             Fault::Slow => "slow",
+            Fault::ClockSkew => "clock-skew",
         }
     }
 
@@ -103,6 +108,7 @@ enum Undo {
     },
     Heal,
     Unslow(usize),
+    Unskew(u32),
     Nothing,
 }
 
@@ -193,6 +199,20 @@ pub async fn apply(
                     },
                 )
             }
+        }
+        Fault::ClockSkew => {
+            let broker = rng.random_range(1..=brokers);
+            let seconds = rng.random_range(60..=600) * if rng.random() { 1 } else { -1 };
+            let node = cluster.broker(broker);
+            node.terminate().await?;
+            for (name, value) in faketime(seconds)? {
+                node.set_env(name, Some(&value));
+            }
+            Cluster::restart(node).await?;
+            (
+                format!("restarted {} with its clock {seconds:+} s off", node.name()),
+                Undo::Unskew(broker),
+            )
         }
         Fault::RollingRestart => {
             for broker in 1..=brokers {
@@ -313,9 +333,33 @@ pub async fn heal(applied: Applied, cluster: &mut Cluster) -> anyhow::Result<()>
                 net.unslow(host)?;
             }
         }
+        Undo::Unskew(broker) => {
+            let node = cluster.broker(broker);
+            node.terminate().await?;
+            for (name, _) in faketime(0)? {
+                node.set_env(name, None);
+            }
+            Cluster::restart(node).await?;
+        }
         Undo::Nothing => {}
     }
     Ok(())
+}
+
+/// Where Debian's libfaketime lives (package `faketime`, installed by deploy/setup.sh).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The environment that runs a process with its wall clock `seconds` off.
+fn faketime(seconds: i64) -> anyhow::Result<[(&'static str, String); 3]> {
+    anyhow::ensure!(
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} is missing: install the faketime package (deploy/setup.sh does)"
+    );
+    Ok([
+        ("LD_PRELOAD", LIBFAKETIME.to_owned()),
+        ("FAKETIME", format!("{seconds:+}")),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+    ])
 }
 
 /// Waits until every partition of `topic` has a leader and every replica is in sync;
