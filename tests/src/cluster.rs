@@ -27,6 +27,8 @@ pub struct ClusterSpec {
     pub log_dir: Option<std::path::PathBuf>,
     /// A broker (id) whose data directory is a tmpfs of so many bytes.
     pub small_disk: Option<(u32, u64)>,
+    /// Every broker behind a delaying proxy (see [`crate::Node::set_link_delay`]).
+    pub delay_proxies: bool,
 }
 
 impl ClusterSpec {
@@ -40,6 +42,7 @@ impl ClusterSpec {
             namespaces: false,
             log_dir: None,
             small_disk: None,
+            delay_proxies: false,
         }
     }
 
@@ -52,6 +55,12 @@ impl ClusterSpec {
     /// Puts broker `id`'s data directory on a tmpfs of `bytes` (needs root).
     pub fn broker_on_small_disk(mut self, id: u32, bytes: u64) -> Self {
         self.small_disk = Some((id, bytes));
+        self
+    }
+
+    /// Puts every broker behind a delaying proxy.
+    pub fn brokers_behind_delay_proxies(mut self) -> Self {
+        self.delay_proxies = true;
         self
     }
 
@@ -199,6 +208,9 @@ impl Cluster {
                 bail!("a namespaced cluster has no host for broker {id}");
             }
             node = node.in_namespace(net.namespace(host), net.host_ip(host));
+        }
+        if self.spec.delay_proxies {
+            node.behind_delay_proxy();
         }
         Ok(node)
     }

@@ -150,6 +150,8 @@ pub struct Node {
     child: Option<Child>,
     /// The data directory is a tmpfs mount of this test's (unmounted when dropped).
     small_disk: bool,
+    /// A delaying proxy every connection to the node goes through (see `mq-delay-proxy`).
+    proxy: Option<DelayProxy>,
     // Owns the directory: removed when the node is dropped.
     _dir: TempDir,
     starts: u32,
@@ -195,6 +197,7 @@ impl Node {
             keep_log_in: None,
             child: None,
             small_disk: false,
+            proxy: None,
             _dir: dir,
             starts: 0,
         })
@@ -257,8 +260,33 @@ impl Node {
         self.child.is_some()
     }
 
+    /// Where clients and peers reach the node (through its proxy, if it has one).
     pub fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        let port = self.proxy.as_ref().map_or(self.port, |proxy| proxy.port);
+        format!("{}:{port}", self.host)
+    }
+
+    /// Puts a delaying proxy in front of the node (before it starts): it advertises the
+    /// proxy's address, so clients and peers connect through it, and
+    /// [`Self::set_link_delay`] slows every connection to it.
+    pub fn behind_delay_proxy(&mut self) {
+        let port = reserve_port();
+        self.args.extend([
+            "--set".to_owned(),
+            format!("server.advertised_address={}:{port}", self.host),
+        ]);
+        self.proxy = Some(DelayProxy {
+            port,
+            delay_file: self.log_path.with_file_name("delay_ms"),
+            child: None,
+        });
+    }
+
+    /// Delays everything sent to and from the node by `delay` (needs a proxy).
+    pub fn set_link_delay(&self, delay: Duration) -> anyhow::Result<()> {
+        let proxy = self.proxy.as_ref().context("the node has no delay proxy")?;
+        std::fs::write(&proxy.delay_file, delay.as_millis().to_string())?;
+        Ok(())
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -303,6 +331,7 @@ impl Node {
         if self.child.is_some() {
             bail!("node {} is already running", self.name);
         }
+        self.spawn_proxy()?;
         self.starts += 1;
         let log = File::options()
             .create(true)
@@ -321,6 +350,35 @@ impl Node {
             .spawn()
             .with_context(|| format!("spawn {}", self.program))?;
         self.child = Some(child);
+        Ok(())
+    }
+
+    /// Starts the node's proxy, once (it outlives the node's restarts).
+    fn spawn_proxy(&mut self) -> anyhow::Result<()> {
+        let upstream = format!("{}:{}", self.host, self.port);
+        let listen = self.address();
+        let namespace = self.namespace.clone();
+        let Some(proxy) = self.proxy.as_mut().filter(|p| p.child.is_none()) else {
+            return Ok(());
+        };
+        let mut command = match &namespace {
+            Some(namespace) => {
+                let mut command = Command::new("ip");
+                command
+                    .args(["netns", "exec", namespace])
+                    .arg(binary("mq-delay-proxy"));
+                command
+            }
+            None => Command::new(binary("mq-delay-proxy")),
+        };
+        let child = command
+            .args(["--listen", &listen, "--upstream", &upstream, "--delay-file"])
+            .arg(&proxy.delay_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawn mq-delay-proxy")?;
+        proxy.child = Some(child);
         Ok(())
     }
 
@@ -431,6 +489,10 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.resume();
         let _ = self.kill9();
+        if let Some(mut child) = self.proxy.as_mut().and_then(|p| p.child.take()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         if self.small_disk {
             let _ = mount_command("umount")
                 .args(["-l", &self.data_dir.to_string_lossy()])
@@ -480,4 +542,12 @@ fn mount(args: &[&str]) -> anyhow::Result<()> {
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(())
+}
+
+/// A node's delaying proxy process.
+#[derive(Debug)]
+struct DelayProxy {
+    port: u16,
+    delay_file: PathBuf,
+    child: Option<Child>,
 }

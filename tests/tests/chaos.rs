@@ -87,7 +87,13 @@ async fn partitions_and_slow_links_lose_nothing() {
         RunConfig::new(
             12,
             Duration::from_secs(40),
-            vec![Fault::Isolate, Fault::Split, Fault::Bridge, Fault::Slow],
+            vec![
+                Fault::Isolate,
+                Fault::Split,
+                Fault::Bridge,
+                Fault::Slow,
+                Fault::Delay,
+            ],
             out,
         )
     })

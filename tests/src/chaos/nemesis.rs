@@ -36,13 +36,15 @@ pub enum Fault {
     Bridge,
     /// Slow a random broker's link to 256 kbit/s (queueing up to 300 ms) both ways.
     Slow,
+    /// Delay everything to and from a random broker by 50 to 250 ms (its delaying proxy).
+    Delay,
     /// Restart a random broker with its wall clock 1 to 10 minutes off (libfaketime; the
     /// monotonic clock, which Raft's timers use, is left alone); restart it right at heal.
     ClockSkew,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 12] = [
         Fault::KillBroker,
         Fault::KillLeader,
         Fault::KillManagerLeader,
@@ -53,6 +55,7 @@ impl Fault {
         Fault::Split,
         Fault::Bridge,
         Fault::Slow,
+        Fault::Delay,
         Fault::ClockSkew,
     ];
 
@@ -68,8 +71,14 @@ impl Fault {
             Fault::Split => "split",
             Fault::Bridge => "bridge",
             Fault::Slow => "slow",
+            Fault::Delay => "delay",
             Fault::ClockSkew => "clock-skew",
         }
+    }
+
+    /// Whether the fault needs the brokers behind delaying proxies.
+    pub fn needs_proxies(self) -> bool {
+        self == Fault::Delay
     }
 
     /// Whether the fault needs the nodes in network namespaces.
@@ -109,6 +118,7 @@ enum Undo {
     Heal,
     Unslow(usize),
     Unskew(u32),
+    Undelay(u32),
     Nothing,
 }
 
@@ -199,6 +209,16 @@ pub async fn apply(
                     },
                 )
             }
+        }
+        Fault::Delay => {
+            let broker = rng.random_range(1..=brokers);
+            let delay = Duration::from_millis(rng.random_range(50..=250));
+            let node = cluster.broker(broker);
+            node.set_link_delay(delay)?;
+            (
+                format!("delayed {}'s links by {delay:?}", node.name()),
+                Undo::Undelay(broker),
+            )
         }
         Fault::ClockSkew => {
             let broker = rng.random_range(1..=brokers);
@@ -333,6 +353,7 @@ pub async fn heal(applied: Applied, cluster: &mut Cluster) -> anyhow::Result<()>
                 net.unslow(host)?;
             }
         }
+        Undo::Undelay(broker) => cluster.broker(broker).set_link_delay(Duration::ZERO)?,
         Undo::Unskew(broker) => {
             let node = cluster.broker(broker);
             node.terminate().await?;

@@ -155,6 +155,9 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
     if namespaces {
         spec = spec.in_namespaces();
     }
+    if config.faults.iter().any(|f| f.needs_proxies()) {
+        spec = spec.brokers_behind_delay_proxies();
+    }
     if config.unsafe_ack {
         spec = spec.broker_env(UNSAFE_ACK_BEFORE_COMMIT, "1");
     }
