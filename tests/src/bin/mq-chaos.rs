@@ -90,13 +90,21 @@ async fn main() -> anyhow::Result<()> {
         args.duration,
         args.out.display()
     );
-    let report = run(&config).await.map_err(|error| {
-        error.context(format!(
-            "chaos run with seed {} failed; history and logs in {}",
-            args.seed,
+    // Interrupted, the run is dropped: its nodes are killed and its namespaces removed.
+    let interrupted = mq_common::shutdown::on_signal();
+    let report = tokio::select! {
+        report = run(&config) => report.map_err(|error| {
+            error.context(format!(
+                "chaos run with seed {} failed; history and logs in {}",
+                args.seed,
+                args.out.display()
+            ))
+        })?,
+        _ = interrupted.cancelled() => anyhow::bail!(
+            "interrupted: nodes stopped; the history so far is in {}",
             args.out.display()
-        ))
-    })?;
+        ),
+    };
     print!("{}", report.summary());
     if !report.verdict.valid {
         println!(
