@@ -89,24 +89,81 @@ struct PartitionSequence {
     /// `(producer id, next sequence)`. The id is replaced after a batch fails for good: the
     /// broker never saw the sequence it skipped, so later batches start a new sequence.
     next: Mutex<(u64, u32)>,
-    /// Bounds the batches in flight, so a retry is always within the broker's memory.
-    in_flight: Arc<tokio::sync::Semaphore>,
+    /// The batches in flight, in the order they took their places.
+    window: Mutex<Window>,
+    /// Signalled when the window moves on.
+    window_moved: tokio::sync::Notify,
+}
+
+/// Places in a partition's produce order: tickets in the order batches were reserved. A
+/// place is given back only once every earlier batch has resolved too, so at most
+/// [`MAX_IN_FLIGHT_PER_PARTITION`] batches lie between the oldest unresolved one and the
+/// newest: a batch retried late (after a failover, say) is still among the last five the
+/// broker remembers, even when later batches succeeded in the meantime.
+#[derive(Debug, Default)]
+struct Window {
+    next_ticket: u64,
+    /// The oldest ticket not yet given back.
+    oldest: u64,
+    /// Tickets given back out of order, waiting for the older ones.
+    returned: std::collections::BTreeSet<u64>,
+}
+
+impl Window {
+    /// Takes the next place if the window has room.
+    fn enter(&mut self) -> Option<u64> {
+        (self.next_ticket - self.oldest < MAX_IN_FLIGHT_PER_PARTITION as u64).then(|| {
+            self.next_ticket += 1;
+            self.next_ticket - 1
+        })
+    }
+
+    /// Gives back `ticket`; returns whether the window moved.
+    fn leave(&mut self, ticket: u64) -> bool {
+        self.returned.insert(ticket);
+        let before = self.oldest;
+        while self.returned.remove(&self.oldest) {
+            self.oldest += 1;
+        }
+        self.oldest != before
+    }
 }
 
 impl PartitionSequence {
     fn new() -> Self {
         Self {
             next: Mutex::new((new_producer_id(), 0)),
-            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_PARTITION)),
+            window: Mutex::default(),
+            window_moved: tokio::sync::Notify::new(),
         }
     }
 
-    /// Takes the sequence numbers of a batch of `count` records.
-    fn take(&self, count: u32) -> (u64, u32) {
-        let mut next = self.next.lock().expect("sequence lock");
-        let taken = *next;
-        next.1 = next.1.wrapping_add(count);
-        taken
+    /// Waits for a place in the window, then takes it and, when `count` is given (idempotent),
+    /// the sequence numbers of a batch of `count` records: both in one step, so places and
+    /// sequences are taken in the same order.
+    async fn enter(&self, count: Option<u32>) -> (u64, (u64, u32)) {
+        loop {
+            let moved = self.window_moved.notified();
+            if let Some(ticket) = self.window.lock().expect("window lock").enter() {
+                let taken = match count {
+                    Some(count) => {
+                        let mut next = self.next.lock().expect("sequence lock");
+                        let taken = *next;
+                        next.1 = next.1.wrapping_add(count);
+                        taken
+                    }
+                    None => (0, 0),
+                };
+                return (ticket, taken);
+            }
+            moved.await;
+        }
+    }
+
+    fn leave(&self, ticket: u64) {
+        if self.window.lock().expect("window lock").leave(ticket) {
+            self.window_moved.notify_waiters();
+        }
     }
 
     fn producer_id(&self) -> u64 {
@@ -135,10 +192,16 @@ pub struct EncodedBatch {
 /// of the partition's in-flight slots until dropped.
 #[derive(Debug)]
 pub struct ProduceSlot {
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    ticket: u64,
     sequence: Arc<PartitionSequence>,
     producer_id: u64,
     base_sequence: u32,
+}
+
+impl Drop for ProduceSlot {
+    fn drop(&mut self) {
+        self.sequence.leave(self.ticket);
+    }
 }
 
 /// A random nonzero producer id.
@@ -471,8 +534,9 @@ impl Client {
     }
 
     /// Takes the next place in a partition's produce order for a batch of `record_count`
-    /// records, waiting while [`MAX_IN_FLIGHT_PER_PARTITION`] batches are in flight. Batches
-    /// of one partition reserved in a given order are appended in that order when idempotent.
+    /// records, waiting while the oldest unresolved batch and those after it fill
+    /// [`MAX_IN_FLIGHT_PER_PARTITION`] places. Batches of one partition reserved in a given
+    /// order are appended in that order when idempotent.
     pub async fn reserve(&self, topic: &str, partition: u32, record_count: u32) -> ProduceSlot {
         let sequence = self
             .inner
@@ -482,19 +546,11 @@ impl Client {
             .entry((topic.to_owned(), partition))
             .or_insert_with(|| Arc::new(PartitionSequence::new()))
             .clone();
-        let permit = sequence
-            .in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        let (producer_id, base_sequence) = if self.inner.config.idempotent {
-            sequence.take(record_count)
-        } else {
-            (0, 0)
-        };
+        let (ticket, (producer_id, base_sequence)) = sequence
+            .enter(self.inner.config.idempotent.then_some(record_count))
+            .await;
         ProduceSlot {
-            _permit: permit,
+            ticket,
             sequence,
             producer_id,
             base_sequence,
@@ -938,5 +994,29 @@ impl Client {
                 to_broker_id: m.to_broker_id,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_place_comes_back_only_once_every_older_batch_resolved() {
+        let mut window = Window::default();
+        let tickets: Vec<u64> = (0..MAX_IN_FLIGHT_PER_PARTITION)
+            .map(|_| window.enter().expect("room"))
+            .collect();
+        assert_eq!(window.enter(), None);
+        // Every later batch resolves while the oldest is still being retried: no room, so
+        // its retry still finds it among the broker's last five batches.
+        for ticket in &tickets[1..] {
+            assert!(!window.leave(*ticket));
+        }
+        assert_eq!(window.enter(), None);
+        // The oldest resolves: all five places are free again.
+        assert!(window.leave(tickets[0]));
+        let taken: Vec<u64> = std::iter::from_fn(|| window.enter()).collect();
+        assert_eq!(taken, vec![5, 6, 7, 8, 9]);
     }
 }
