@@ -304,10 +304,9 @@ pub mod proto {
         }
     }
 
-    /// A record read at `offset`, as a `ConsumedRecord` message.
-    pub fn to_consumed(offset: u64, record: Record) -> pb::ConsumedRecord {
-        pb::ConsumedRecord {
-            offset,
+    /// A record as a `Record` message.
+    pub fn to_record(record: Record) -> pb::Record {
+        pb::Record {
             key: record.key,
             value: record.value,
             headers: record
@@ -318,6 +317,18 @@ pub mod proto {
                     value: h.value,
                 })
                 .collect(),
+            timestamp_ms: record.timestamp_ms,
+        }
+    }
+
+    /// A record read at `offset`, as a `ConsumedRecord` message.
+    pub fn to_consumed(offset: u64, record: Record) -> pb::ConsumedRecord {
+        let record = to_record(record);
+        pb::ConsumedRecord {
+            offset,
+            key: record.key,
+            value: record.value,
+            headers: record.headers,
             timestamp_ms: record.timestamp_ms,
         }
     }

@@ -300,17 +300,7 @@ impl Node {
     /// The command line of this node listening on `port` (another port gives a second start
     /// on the same directory).
     pub fn command(&self, port: u16) -> Command {
-        let mut command = match &self.namespace {
-            // `ip netns exec` execs the program: the child's pid is the node's.
-            Some(namespace) => {
-                let mut command = Command::new("ip");
-                command
-                    .args(["netns", "exec", namespace])
-                    .arg(binary(self.program));
-                command
-            }
-            None => Command::new(binary(self.program)),
-        };
+        let mut command = self.in_own_namespace(self.program);
         command
             .args(&self.args)
             .arg("--data-dir")
@@ -353,24 +343,30 @@ impl Node {
         Ok(())
     }
 
-    /// Starts the node's proxy, once (it outlives the node's restarts).
-    fn spawn_proxy(&mut self) -> anyhow::Result<()> {
-        let upstream = format!("{}:{}", self.host, self.port);
-        let listen = self.address();
-        let namespace = self.namespace.clone();
-        let Some(proxy) = self.proxy.as_mut().filter(|p| p.child.is_none()) else {
-            return Ok(());
-        };
-        let mut command = match &namespace {
+    /// A command running `program` in the node's network namespace, if it has one (`ip netns
+    /// exec` execs the program: the child's pid is the program's).
+    fn in_own_namespace(&self, program: &str) -> Command {
+        match &self.namespace {
             Some(namespace) => {
                 let mut command = Command::new("ip");
                 command
                     .args(["netns", "exec", namespace])
-                    .arg(binary("mq-delay-proxy"));
+                    .arg(binary(program));
                 command
             }
-            None => Command::new(binary("mq-delay-proxy")),
-        };
+            None => Command::new(binary(program)),
+        }
+    }
+
+    /// Starts the node's proxy, once (it outlives the node's restarts).
+    fn spawn_proxy(&mut self) -> anyhow::Result<()> {
+        if self.proxy.as_ref().is_none_or(|p| p.child.is_some()) {
+            return Ok(());
+        }
+        let upstream = format!("{}:{}", self.host, self.port);
+        let listen = self.address();
+        let mut command = self.in_own_namespace("mq-delay-proxy");
+        let proxy = self.proxy.as_mut().expect("checked above");
         let child = command
             .args(["--listen", &listen, "--upstream", &upstream, "--delay-file"])
             .arg(&proxy.delay_file)

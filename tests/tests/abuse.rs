@@ -11,6 +11,7 @@ use bytes::Bytes;
 use mq_client::NewTopic;
 use mq_common::compression::Compression;
 use mq_common::error::ApiError;
+use mq_common::records::proto::to_record;
 use mq_common::records::{self, Record};
 use mq_common::strategies;
 use mq_proto::v1 as pb;
@@ -28,22 +29,6 @@ const PARTITIONS: u32 = 3;
 const MAX_MESSAGE_BYTES: usize = 100;
 /// Requests generated (from a fixed seed: the same ones every run).
 const CASES: u32 = 400;
-
-fn to_proto(record: Record) -> pb::Record {
-    pb::Record {
-        key: record.key,
-        value: record.value,
-        headers: record
-            .headers
-            .into_iter()
-            .map(|h| pb::Header {
-                key: h.key,
-                value: h.value,
-            })
-            .collect(),
-        timestamp_ms: record.timestamp_ms,
-    }
-}
 
 /// How a generated batch carries its records, and how it may be wrong.
 #[derive(Debug, Clone)]
@@ -116,7 +101,7 @@ fn batch() -> impl Strategy<Value = pb::PartitionBatch> {
                 let mut sent = Bytes::from(encoded.clone());
                 match form {
                     Form::Decoded => {
-                        batch.records = records.iter().cloned().map(to_proto).collect()
+                        batch.records = records.iter().cloned().map(to_record).collect()
                     }
                     Form::Encoded {
                         codec,
@@ -137,7 +122,7 @@ fn batch() -> impl Strategy<Value = pb::PartitionBatch> {
                         batch.record_count = (records.len() as i64 + i64::from(miscount)) as u32;
                     }
                     Form::Both => {
-                        batch.records = records.iter().cloned().map(to_proto).collect();
+                        batch.records = records.iter().cloned().map(to_record).collect();
                         batch.encoded_records = sent.clone();
                         batch.record_count = records.len() as u32;
                     }
@@ -363,7 +348,7 @@ fn valid_produce(value: &[u8]) -> Vec<u8> {
         topic: TOPIC.into(),
         batches: vec![pb::PartitionBatch {
             partition: Some(0),
-            records: vec![to_proto(Record::unkeyed(Bytes::copy_from_slice(value)))],
+            records: vec![to_record(Record::unkeyed(Bytes::copy_from_slice(value)))],
             ..Default::default()
         }],
         timeout_ms: 0,
@@ -486,7 +471,7 @@ async fn malformed_truncated_and_oversized_frames_get_a_status_and_the_node_keep
         topic: TOPIC.into(),
         batches: vec![pb::PartitionBatch {
             partition: Some(0),
-            records: vec![to_proto(Record::unkeyed(vec![7u8; limit]))],
+            records: vec![to_record(Record::unkeyed(vec![7u8; limit]))],
             ..Default::default()
         }],
         timeout_ms: 0,
@@ -569,9 +554,8 @@ async fn thousands_of_streams_that_never_read_leave_memory_bounded_and_others_se
             held.push(stream?.into_inner());
         }
     }
-    // Let the node push all it will.
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    let during = mq_tests::rss_bytes(pid)?;
+    // Measured once the node has pushed all it will: its memory stops growing.
+    let during = settled_rss(pid).await?;
 
     // A well-behaved client is served meanwhile: it writes and reads back its own messages.
     let started = std::time::Instant::now();
@@ -616,4 +600,20 @@ async fn thousands_of_streams_that_never_read_leave_memory_bounded_and_others_se
     anyhow::ensure!(node.is_running(), "the node died");
     node.assert_no_panic();
     Ok(())
+}
+
+/// The resident memory of process `pid` once it stops growing (two samples 500 ms apart
+/// within 1 MiB), within 30 s.
+async fn settled_rss(pid: u32) -> anyhow::Result<u64> {
+    let interval = std::time::Duration::from_millis(500);
+    let mut previous = mq_tests::rss_bytes(pid)?;
+    for _ in 0..60 {
+        tokio::time::sleep(interval).await;
+        let now = mq_tests::rss_bytes(pid)?;
+        if now.abs_diff(previous) < 1 << 20 {
+            return Ok(now);
+        }
+        previous = now;
+    }
+    anyhow::bail!("the node's memory kept changing for 30 s")
 }

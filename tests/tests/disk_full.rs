@@ -66,13 +66,7 @@ async fn raw_produce(address: &str, partition: u32) -> anyhow::Result<Result<(),
     Ok(match broker.produce(request).await {
         Err(status) => Err(ApiError::from_status(&status)),
         Ok(response) => match response.into_inner().results.pop().and_then(|r| r.error) {
-            Some(error) => Err(ApiError::new(
-                pb::ErrorReason::try_from(error.reason)
-                    .ok()
-                    .and_then(ErrorCode::from_proto)
-                    .unwrap_or(ErrorCode::Internal),
-                error.message,
-            )),
+            Some(error) => Err(ApiError::from_partition_error(&error)),
             None => Ok(()),
         },
     })

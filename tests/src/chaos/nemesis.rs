@@ -357,7 +357,7 @@ pub async fn heal(applied: Applied, cluster: &mut Cluster) -> anyhow::Result<()>
         Undo::Unskew(broker) => {
             let node = cluster.broker(broker);
             node.terminate().await?;
-            for (name, _) in faketime(0)? {
+            for name in FAKETIME_VARIABLES {
                 node.set_env(name, None);
             }
             Cluster::restart(node).await?;
@@ -370,16 +370,21 @@ pub async fn heal(applied: Applied, cluster: &mut Cluster) -> anyhow::Result<()>
 /// Where Debian's libfaketime lives (package `faketime`, installed by deploy/setup.sh).
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
+/// The variables [`faketime`] sets.
+const FAKETIME_VARIABLES: [&str; 3] = ["LD_PRELOAD", "FAKETIME", "FAKETIME_DONT_FAKE_MONOTONIC"];
+
 /// The environment that runs a process with its wall clock `seconds` off.
 fn faketime(seconds: i64) -> anyhow::Result<[(&'static str, String); 3]> {
     anyhow::ensure!(
         std::path::Path::new(LIBFAKETIME).exists(),
         "{LIBFAKETIME} is missing: install the faketime package (deploy/setup.sh does)"
     );
+    let [preload, offset, monotonic] = FAKETIME_VARIABLES;
     Ok([
-        ("LD_PRELOAD", LIBFAKETIME.to_owned()),
-        ("FAKETIME", format!("{seconds:+}")),
-        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+        (preload, LIBFAKETIME.to_owned()),
+        (offset, format!("{seconds:+}")),
+        // Raft's timers and every timeout use the monotonic clock: leave it alone.
+        (monotonic, "1".to_owned()),
     ])
 }
 
