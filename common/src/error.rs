@@ -49,10 +49,11 @@ pub enum ErrorCode {
     QueueAlreadyExists,
     LeaseExpired,
     DiskFull,
+    ConnectionLost,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 28] = [
+    const ALL: [ErrorCode; 29] = [
         Self::InvalidArgument,
         Self::TopicNotFound,
         Self::TopicAlreadyExists,
@@ -81,6 +82,7 @@ impl ErrorCode {
         Self::QueueAlreadyExists,
         Self::LeaseExpired,
         Self::DiskFull,
+        Self::ConnectionLost,
     ];
 
     /// The gRPC status code a whole call fails with for this reason.
@@ -103,7 +105,9 @@ impl ErrorCode {
             Self::TopicAlreadyExists | Self::QueueAlreadyExists => Code::AlreadyExists,
             Self::NotLeader | Self::OutOfOrderSequence => Code::FailedPrecondition,
             Self::DuplicateSequence | Self::BrokerIdInUse => Code::AlreadyExists,
-            Self::LeaderNotAvailable | Self::Unavailable => Code::Unavailable,
+            Self::LeaderNotAvailable | Self::Unavailable | Self::ConnectionLost => {
+                Code::Unavailable
+            }
             Self::OffsetOutOfRange => Code::OutOfRange,
             Self::Timeout => Code::DeadlineExceeded,
             Self::DataCorruption => Code::DataLoss,
@@ -126,6 +130,7 @@ impl ErrorCode {
                 | Self::OutOfOrderSequence
                 | Self::StaleMemberEpoch
                 | Self::DiskFull
+                | Self::ConnectionLost
         )
     }
 
@@ -164,6 +169,7 @@ impl ErrorCode {
             Self::QueueAlreadyExists => pb::ErrorReason::QueueAlreadyExists,
             Self::LeaseExpired => pb::ErrorReason::LeaseExpired,
             Self::DiskFull => pb::ErrorReason::DiskFull,
+            Self::ConnectionLost => pb::ErrorReason::ConnectionLost,
         }
     }
 

@@ -221,13 +221,19 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Errors worth retrying for a request that was certainly not applied, or is safe to repeat:
-/// the partition moved, has no leader yet, or the server is unreachable or restarting.
+/// Errors worth retrying for any request, since it was certainly not applied: the partition
+/// moved, has no leader yet, or the server is unreachable, restarting, or never got it.
 pub(crate) fn reroutable(error: &ClientError) -> bool {
     matches!(
         error.code(),
         ErrorCode::NotLeader | ErrorCode::LeaderNotAvailable | ErrorCode::Unavailable
     )
+}
+
+/// Errors worth retrying for a request that changes nothing (a read): also a connection that
+/// broke before the answer.
+pub(crate) fn repeatable(error: &ClientError) -> bool {
+    reroutable(error) || error.code() == ErrorCode::ConnectionLost
 }
 
 impl Client {
@@ -288,15 +294,19 @@ impl Client {
             .max_encoding_message_size(max)
     }
 
-    /// Runs `attempt` until it succeeds, fails with an error that is not worth retrying, or
-    /// the request timeout passes. `attempt` gets the time left.
-    async fn retrying<T, F, Fut>(&self, attempt: F) -> Result<T, ClientError>
+    /// Runs `attempt` until it succeeds, fails with an error `retry` does not accept, or the
+    /// request timeout passes. `attempt` gets the time left.
+    async fn retrying<T, F, Fut>(
+        &self,
+        retry: impl Fn(&ClientError) -> bool,
+        attempt: F,
+    ) -> Result<T, ClientError>
     where
         F: FnMut(Duration) -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
     {
         let deadline = Instant::now() + self.inner.config.request_timeout;
-        self.retrying_until(deadline, reroutable, attempt).await
+        self.retrying_until(deadline, retry, attempt).await
     }
 
     /// [`Self::retrying`] until `deadline`, retrying the errors `retry` accepts.
@@ -334,8 +344,13 @@ impl Client {
     }
 
     /// Calls the control plane (metadata, admin) on the configured servers in turn, following
-    /// not-leader hints.
-    pub(crate) async fn control<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    /// not-leader hints and retrying the errors `retry` accepts ([`reroutable`] for calls that
+    /// change something, [`repeatable`] for reads).
+    pub(crate) async fn control<T, F, Fut>(
+        &self,
+        retry: fn(&ClientError) -> bool,
+        call: F,
+    ) -> Result<T, ClientError>
     where
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
@@ -344,7 +359,7 @@ impl Client {
         let mut next = 0usize;
         // A leader named by the last error, tried before the next configured server.
         let hint: Arc<Mutex<Option<String>>> = Arc::default();
-        self.retrying(|_| {
+        self.retrying(retry, |_| {
             let address = hint
                 .lock()
                 .expect("hint lock")
@@ -368,6 +383,33 @@ impl Client {
         .await
     }
 
+    /// [`Self::control`] for a change whose effect the caller can check: lost connections are
+    /// retried too, and the flag says whether an attempt may have been applied unseen (so an
+    /// answer like "already exists" may be that attempt's doing).
+    async fn control_change<T, F, Fut>(&self, call: F) -> (Result<T, ClientError>, bool)
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let lost = std::sync::atomic::AtomicBool::new(false);
+        let outcome = self
+            .control(repeatable, |channel| {
+                let call = call(channel);
+                let lost = &lost;
+                async move {
+                    let outcome = call.await;
+                    if let Err(status) = &outcome
+                        && ClientError::from_status(status).code() == ErrorCode::ConnectionLost
+                    {
+                        lost.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    outcome
+                }
+            })
+            .await;
+        (outcome, lost.into_inner())
+    }
+
     // ---- metadata and routing -------------------------------------------------------------
 
     /// Refreshes the cached placement of `topics` (all topics when empty).
@@ -376,7 +418,7 @@ impl Client {
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
         };
         let metadata = self
-            .control(|channel| {
+            .control(repeatable, |channel| {
                 let request = request.clone();
                 async move {
                     MetadataClient::new(channel)
@@ -482,9 +524,9 @@ impl Client {
         self.channel(&address)
     }
 
-    /// Updates the cache after a routing error.
+    /// Updates the cache after a routing error or a lost connection.
     fn learn(&self, topic: &str, partition: u32, error: &ClientError) {
-        if !reroutable(error) {
+        if !repeatable(error) {
             return;
         }
         let mut cache = self.inner.metadata.write().expect("metadata lock");
@@ -679,7 +721,7 @@ impl Client {
             max_wait_ms: options.max_wait.as_millis().min(u128::from(u32::MAX)) as u32,
             coalesce_by_key: options.coalesce_by_key,
         };
-        self.retrying(|_| {
+        self.retrying(repeatable, |_| {
             let request = request.clone();
             async move {
                 if let Some(address) = rack.and_then(|rack| {
@@ -771,7 +813,7 @@ impl Client {
             max_bytes: options.max_bytes,
             coalesce_by_key: options.coalesce_by_key,
         };
-        self.retrying(|_| {
+        self.retrying(repeatable, |_| {
             let request = request.clone();
             async move {
                 let outcome = async {
@@ -812,7 +854,7 @@ impl Client {
                 timestamp_ms,
             }],
         };
-        self.retrying(|_| {
+        self.retrying(repeatable, |_| {
             let request = request.clone();
             async move {
                 let outcome = async {
@@ -851,6 +893,9 @@ impl Client {
 
     // ---- admin ----------------------------------------------------------------------------
 
+    /// Creates a topic. When a connection broke during an attempt and a retry finds the topic
+    /// existing exactly as asked, the lost attempt created it: that is a success, not
+    /// `TOPIC_ALREADY_EXISTS`.
     pub async fn create_topic(
         &self,
         name: &str,
@@ -860,46 +905,66 @@ impl Client {
             name: name.to_owned(),
             partitions: topic.partitions,
             replication_factor: topic.replication_factor,
-            configs: topic.configs.into_iter().collect(),
+            configs: topic.configs.clone().into_iter().collect(),
         };
-        let response = self
-            .control(|channel| {
+        let (outcome, maybe_applied) = self
+            .control_change(|channel| {
                 let request = request.clone();
                 async move { AdminClient::new(channel).create_topic(request).await }
             })
-            .await?
-            .into_inner();
+            .await;
         self.inner
             .metadata
             .write()
             .expect("metadata lock")
             .forget_topic(name);
-        response
-            .topic
-            .map(description_from_proto)
-            .ok_or_else(|| ApiError::new(ErrorCode::Internal, "empty create topic response").into())
+        match outcome {
+            Ok(response) => response
+                .into_inner()
+                .topic
+                .map(description_from_proto)
+                .ok_or_else(|| {
+                    ApiError::new(ErrorCode::Internal, "empty create topic response").into()
+                }),
+            Err(error) if maybe_applied && error.code() == ErrorCode::TopicAlreadyExists => {
+                let existing = self.describe_topic(name).await?;
+                if topic.describes(&existing) {
+                    Ok(existing)
+                } else {
+                    Err(error)
+                }
+            }
+            Err(error) => Err(error),
+        }
     }
 
+    /// Deletes a topic. When a connection broke during an attempt and a retry finds no such
+    /// topic, the lost attempt deleted it: that is a success, not `TOPIC_NOT_FOUND`.
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
         let request = pb::DeleteTopicRequest {
             name: name.to_owned(),
         };
-        self.control(|channel| {
-            let request = request.clone();
-            async move { AdminClient::new(channel).delete_topic(request).await }
-        })
-        .await?;
+        let (outcome, maybe_applied) = self
+            .control_change(|channel| {
+                let request = request.clone();
+                async move { AdminClient::new(channel).delete_topic(request).await }
+            })
+            .await;
         self.inner
             .metadata
             .write()
             .expect("metadata lock")
             .forget_topic(name);
-        Ok(())
+        match outcome {
+            Ok(_) => Ok(()),
+            Err(error) if maybe_applied && error.code() == ErrorCode::TopicNotFound => Ok(()),
+            Err(error) => Err(error),
+        }
     }
 
     pub async fn list_topics(&self) -> Result<Vec<TopicSummary>, ClientError> {
         let response = self
-            .control(|channel| async move {
+            .control(repeatable, |channel| async move {
                 AdminClient::new(channel)
                     .list_topics(pb::ListTopicsRequest {})
                     .await
@@ -922,7 +987,7 @@ impl Client {
             name: name.to_owned(),
         };
         let response = self
-            .control(|channel| {
+            .control(repeatable, |channel| {
                 let request = request.clone();
                 async move { AdminClient::new(channel).describe_topic(request).await }
             })
@@ -936,7 +1001,7 @@ impl Client {
     /// Every registered broker with its state and load.
     pub async fn list_brokers(&self) -> Result<Vec<BrokerStatus>, ClientError> {
         let response = self
-            .control(|channel| async move {
+            .control(repeatable, |channel| async move {
                 AdminClient::new(channel)
                     .list_brokers(pb::ListBrokersRequest {})
                     .await
@@ -953,7 +1018,7 @@ impl Client {
     /// Cluster-manager members and leader, brokers, and partitions that need attention.
     pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
         let response = self
-            .control(|channel| async move {
+            .control(repeatable, |channel| async move {
                 AdminClient::new(channel)
                     .get_cluster_status(pb::GetClusterStatusRequest {})
                     .await
@@ -965,7 +1030,7 @@ impl Client {
 
     /// Starts draining a broker: its replicas move to the other live brokers.
     pub async fn decommission_broker(&self, broker_id: u32) -> Result<(), ClientError> {
-        self.control(|channel| async move {
+        self.control(reroutable, |channel| async move {
             AdminClient::new(channel)
                 .decommission_broker(pb::DecommissionBrokerRequest { broker_id })
                 .await
@@ -977,7 +1042,7 @@ impl Client {
     /// Evens out replicas over the live brokers; returns the moves decided.
     pub async fn rebalance(&self) -> Result<Vec<ReplicaMove>, ClientError> {
         let response = self
-            .control(|channel| async move {
+            .control(reroutable, |channel| async move {
                 AdminClient::new(channel)
                     .rebalance_cluster(pb::RebalanceClusterRequest {})
                     .await

@@ -4,7 +4,9 @@
 //! - [`Client`]: one per application; cheap to clone. It keeps one gRPC channel per server,
 //!   caches topic metadata, routes each partition request to its leader, and retries requests
 //!   that a leader change or a restart made fail (`NOT_LEADER`, `LEADER_NOT_AVAILABLE`,
-//!   `UNAVAILABLE`) with backoff until the request timeout.
+//!   `UNAVAILABLE`) with backoff until the request timeout. A connection that broke after
+//!   taking a request (`CONNECTION_LOST`: it may have been applied) is retried by reads and
+//!   idempotent produce, and reported by a plain produce.
 //! - [`Subscription`]: a stream of records from a partition that resumes from the next offset
 //!   after a leader change or a broker restart.
 //! - [`ClientError`]: every failure, with [`ClientError::code`] and
@@ -34,7 +36,7 @@ macro_rules! control_call {
         $(#[$doc])*
         pub async fn $name(&self, request: $request) -> Result<$response, ClientError> {
             let response = self
-                .control(|channel| {
+                .control(crate::client::reroutable, |channel| {
                     let request = request.clone();
                     async move { $service::new(channel).$name(request).await }
                 })

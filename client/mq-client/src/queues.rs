@@ -50,7 +50,7 @@ impl Client {
             .max_wait_ms
             .min(cap.min(u128::from(u32::MAX)) as u32);
         let response = self
-            .control(|channel| {
+            .control(crate::client::reroutable, |channel| {
                 let request = request.clone();
                 async move { QueuesClient::new(channel).receive(request).await }
             })

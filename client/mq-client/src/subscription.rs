@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use mq_proto::v1 as pb;
 
-use crate::client::{Client, reroutable};
+use crate::client::{Client, repeatable};
 use crate::error::ClientError;
 use crate::types::{ConsumedRecord, FetchOptions, StartAt, consumed_from_proto};
 
@@ -130,7 +130,7 @@ impl Stream for Subscription {
                         let error = ClientError::from(status);
                         this.client
                             .after_stream_error(&this.topic, this.partition, &error);
-                        if reroutable(&error) {
+                        if repeatable(&error) {
                             tracing::debug!(%error, topic = %this.topic, partition = this.partition, "resubscribing");
                             this.reopen();
                         } else {

@@ -87,6 +87,20 @@ impl NewTopic {
         self.configs.insert(key.into(), value.into());
         self
     }
+
+    /// Whether `topic` is what creating this would have made: every setting given here
+    /// matches (those left out take any value).
+    pub fn describes(&self, topic: &TopicDescription) -> bool {
+        self.partitions
+            .is_none_or(|partitions| partitions as usize == topic.partitions.len())
+            && self
+                .replication_factor
+                .is_none_or(|factor| factor == topic.replication_factor)
+            && self
+                .configs
+                .iter()
+                .all(|(key, value)| topic.configs.get(key) == Some(value))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -259,5 +273,70 @@ pub(crate) fn description_from_proto(topic: pb::TopicDescription) -> TopicDescri
                     .collect(),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(
+        partitions: u32,
+        replication_factor: u32,
+        configs: &[(&str, &str)],
+    ) -> TopicDescription {
+        TopicDescription {
+            name: "prices".into(),
+            topic_id: "id".into(),
+            replication_factor,
+            configs: configs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            partitions: (0..partitions)
+                .map(|partition| PartitionInfo {
+                    partition,
+                    leader_id: None,
+                    replicas: Vec::new(),
+                    high_watermark: None,
+                    log_start_offset: None,
+                    group_id: u64::from(partition),
+                })
+                .collect(),
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_new_topic_describes_a_topic_matching_every_setting_it_gives() {
+        let existing = topic(
+            3,
+            2,
+            &[("retention.ms", "60000"), ("cleanup.policy", "delete")],
+        );
+        assert!(NewTopic::default().describes(&existing));
+        assert!(
+            NewTopic::default()
+                .partitions(3)
+                .replication_factor(2)
+                .config("retention.ms", "60000")
+                .describes(&existing)
+        );
+        assert!(!NewTopic::default().partitions(4).describes(&existing));
+        assert!(
+            !NewTopic::default()
+                .replication_factor(3)
+                .describes(&existing)
+        );
+        assert!(
+            !NewTopic::default()
+                .config("retention.ms", "1")
+                .describes(&existing)
+        );
+        assert!(
+            !NewTopic::default()
+                .config("segment.bytes", "1")
+                .describes(&existing)
+        );
     }
 }
