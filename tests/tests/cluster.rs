@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use mq_client::{Client, ErrorCode, NewTopic, Record};
+use mq_client::{Client, ClientConfig, ErrorCode, NewTopic, Record};
 use mq_tests::cluster::{Cluster, ClusterSpec, fast_healing, replicas_identical};
 use mq_tests::wait_until;
 use mq_tests::workload::{Acked, produce_keyed, read_partition, verify_stored};
@@ -188,6 +188,60 @@ async fn killed_partition_leader_fails_over_and_keyed_produce_resumes_exactly_on
         })
         .await?;
         verify(&client, "orders", PARTITIONS, &acked).await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sends_to_a_frozen_leader_move_to_its_successor_while_it_stays_frozen() -> anyhow::Result<()>
+{
+    Cluster::run(three_by_three(), async |cluster| {
+        // A frozen leader keeps its connections open and answers nothing: only the attempt
+        // timeout gets a send off it, long before the request timeout.
+        let client = Client::new(ClientConfig {
+            request_timeout: Duration::from_secs(60),
+            attempt_timeout: Duration::from_secs(1),
+            ..ClientConfig::new(cluster.broker_addresses())
+        })?;
+        create_topic(cluster, &client, "orders", 1).await?;
+        let first = client
+            .produce("orders", 0, vec![Record::keyed("k", "0")])
+            .await?;
+        let leader = cluster
+            .leader_of(&client, "orders", 0, Duration::from_secs(10))
+            .await?;
+        cluster.broker(leader).pause()?;
+        let frozen_at = Instant::now();
+        let sends = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut offsets = Vec::new();
+            for i in 1..=20 {
+                let record = Record::keyed("k", i.to_string());
+                offsets.push(client.produce("orders", 0, vec![record]).await?);
+            }
+            Ok::<_, mq_client::ClientError>(offsets)
+        })
+        .await;
+        let took = frozen_at.elapsed();
+        cluster.broker(leader).resume()?;
+        let offsets = sends
+            .map_err(|_| anyhow::anyhow!("sends did not leave the frozen leader within 30 s"))??;
+        eprintln!("20 sends acknowledged {took:?} after the leader froze");
+        anyhow::ensure!(
+            offsets == (first + 1..=first + 20).collect::<Vec<_>>(),
+            "offsets not contiguous after the first: {offsets:?}"
+        );
+        let stored = read_partition(&client, "orders", 0).await?;
+        let values: Vec<Option<&[u8]>> = stored.iter().map(|r| r.record.value.as_deref()).collect();
+        let expected: Vec<String> = (0..=20).map(|i| i.to_string()).collect();
+        anyhow::ensure!(
+            values
+                == expected
+                    .iter()
+                    .map(|v| Some(v.as_bytes()))
+                    .collect::<Vec<_>>(),
+            "stored {values:?}"
+        );
         Ok(())
     })
     .await

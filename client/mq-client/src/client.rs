@@ -33,6 +33,12 @@ pub struct ClientConfig {
     pub servers: Vec<String>,
     /// How long one operation may take, retries included.
     pub request_timeout: Duration,
+    /// How long one attempt at a partition leader (produce, fetch, list offsets) waits for its
+    /// answer, beyond the wait a long-poll fetch asks for. A leader that is paused or cut off
+    /// answers nothing; after this the client looks the leader up again and, where that is
+    /// safe (reads, idempotent produce), tries again. A produce asks the broker to answer
+    /// within four fifths of it (`TIMEOUT` if the write did not commit by then).
+    pub attempt_timeout: Duration,
     /// How long connecting to a server may take.
     pub connect_timeout: Duration,
     /// First backoff between retries; doubles up to `retry_backoff_max`.
@@ -58,6 +64,7 @@ impl ClientConfig {
         Self {
             servers: servers.into_iter().map(Into::into).collect(),
             request_timeout: Duration::from_secs(30),
+            attempt_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
             retry_backoff: Duration::from_millis(20),
             retry_backoff_max: Duration::from_millis(500),
@@ -230,10 +237,16 @@ pub(crate) fn reroutable(error: &ClientError) -> bool {
     )
 }
 
-/// Errors worth retrying for a request that changes nothing (a read): also a connection that
-/// broke before the answer.
+/// Errors that leave a request's outcome unknown: no answer came (in time), so it may or may
+/// not have been applied.
+fn outcome_unknown(error: &ClientError) -> bool {
+    matches!(error.code(), ErrorCode::ConnectionLost | ErrorCode::Timeout)
+}
+
+/// Errors worth retrying for a request that changes nothing (a read): also those that left
+/// the outcome unknown.
 pub(crate) fn repeatable(error: &ClientError) -> bool {
-    reroutable(error) || error.code() == ErrorCode::ConnectionLost
+    reroutable(error) || outcome_unknown(error)
 }
 
 impl Client {
@@ -399,7 +412,7 @@ impl Client {
                 async move {
                     let outcome = call.await;
                     if let Err(status) = &outcome
-                        && ClientError::from_status(status).code() == ErrorCode::ConnectionLost
+                        && outcome_unknown(&ClientError::from_status(status))
                     {
                         lost.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
@@ -524,7 +537,32 @@ impl Client {
         self.channel(&address)
     }
 
-    /// Updates the cache after a routing error or a lost connection.
+    /// Runs one attempt at the leader of a partition for at most `budget`, then learns from
+    /// its error. No answer by then ends the attempt with `TIMEOUT`: the leader may be paused
+    /// or cut off, so it is looked up again.
+    async fn at_leader<T>(
+        &self,
+        topic: &str,
+        partition: u32,
+        budget: Duration,
+        attempt: impl Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        let outcome = tokio::time::timeout(budget, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ApiError::new(
+                    ErrorCode::Timeout,
+                    format!("no answer from the leader of {topic}/{partition} within {budget:?}"),
+                )
+                .into())
+            });
+        if let Err(error) = &outcome {
+            self.learn(topic, partition, error);
+        }
+        outcome
+    }
+
+    /// Updates the cache after a routing error or an unanswered request.
     fn learn(&self, topic: &str, partition: u32, error: &ClientError) {
         if !repeatable(error) {
             return;
@@ -535,6 +573,11 @@ impl Client {
                 leader: Some(leader),
                 ..
             }) => cache.set_leader(topic, partition, leader),
+            // The leader is gone or answers nothing: another replica knows its successor
+            // sooner than the cluster manager's metadata does.
+            error if outcome_unknown(error) || error.code() == ErrorCode::Unavailable => {
+                cache.try_next_replica(topic, partition)
+            }
             _ => cache.forget_leader(topic, partition),
         }
     }
@@ -656,34 +699,24 @@ impl Client {
         retry: impl Fn(&ClientError) -> bool,
     ) -> Result<u64, ClientError> {
         self.retrying_until(deadline, retry, |left| {
+            let budget = left.min(self.inner.config.attempt_timeout);
             let request = pb::ProduceRequest {
                 topic: topic.to_owned(),
                 batches: vec![batch.clone()],
-                timeout_ms: left.as_millis().min(u128::from(u32::MAX)) as u32,
+                // The broker answers TIMEOUT before the client stops waiting.
+                timeout_ms: (budget * 4 / 5).as_millis().min(u128::from(u32::MAX)) as u32,
             };
-            async move {
-                let outcome = async {
-                    let channel = self.leader(topic, partition).await?;
-                    let response = self.broker(channel).produce(request).await?.into_inner();
-                    let result = response.results.into_iter().next().ok_or_else(|| {
-                        ClientError::Api(ApiError::new(
-                            ErrorCode::Internal,
-                            "empty produce response",
-                        ))
-                    })?;
-                    match result.error {
-                        Some(error) => {
-                            Err(ClientError::Api(ApiError::from_partition_error(&error)))
-                        }
-                        None => Ok(result.base_offset),
-                    }
+            self.at_leader(topic, partition, budget, async move {
+                let channel = self.leader(topic, partition).await?;
+                let response = self.broker(channel).produce(request).await?.into_inner();
+                let result = response.results.into_iter().next().ok_or_else(|| {
+                    ClientError::Api(ApiError::new(ErrorCode::Internal, "empty produce response"))
+                })?;
+                match result.error {
+                    Some(error) => Err(ClientError::Api(ApiError::from_partition_error(&error))),
+                    None => Ok(result.base_offset),
                 }
-                .await;
-                if let Err(error) = &outcome {
-                    self.learn(topic, partition, error);
-                }
-                outcome
-            }
+            })
         })
         .await
     }
@@ -721,8 +754,9 @@ impl Client {
             max_wait_ms: options.max_wait.as_millis().min(u128::from(u32::MAX)) as u32,
             coalesce_by_key: options.coalesce_by_key,
         };
-        self.retrying(repeatable, |_| {
+        self.retrying(repeatable, |left| {
             let request = request.clone();
+            let budget = left.min(self.inner.config.attempt_timeout + options.max_wait);
             async move {
                 if let Some(address) = rack.and_then(|rack| {
                     self.inner
@@ -731,25 +765,23 @@ impl Client {
                         .expect("metadata lock")
                         .replica_in_rack(topic, partition, rack)
                 }) {
-                    match self.channel(&address) {
-                        Ok(channel) => match self.broker(channel).fetch(request.clone()).await {
-                            Ok(response) => return Ok(response.into_inner()),
-                            Err(status) => {
-                                tracing::debug!(%address, %status, "replica read failed, reading the leader");
-                            }
-                        },
-                        Err(error) => return Err(error),
+                    let channel = self.channel(&address)?;
+                    let mut replica = self.broker(channel);
+                    match tokio::time::timeout(budget, replica.fetch(request.clone())).await {
+                        Ok(Ok(response)) => return Ok(response.into_inner()),
+                        Ok(Err(status)) => {
+                            tracing::debug!(%address, %status, "replica read failed, reading the leader");
+                        }
+                        Err(_) => {
+                            tracing::debug!(%address, ?budget, "replica did not answer, reading the leader");
+                        }
                     }
                 }
-                let outcome = async {
+                self.at_leader(topic, partition, budget, async {
                     let channel = self.leader(topic, partition).await?;
                     Ok(self.broker(channel).fetch(request).await?.into_inner())
-                }
-                .await;
-                if let Err(error) = &outcome {
-                    self.learn(topic, partition, error);
-                }
-                outcome
+                })
+                .await
             }
         })
         .await
@@ -813,19 +845,13 @@ impl Client {
             max_bytes: options.max_bytes,
             coalesce_by_key: options.coalesce_by_key,
         };
-        self.retrying(repeatable, |_| {
+        self.retrying(repeatable, |left| {
             let request = request.clone();
-            async move {
-                let outcome = async {
-                    let channel = self.leader(topic, partition).await?;
-                    Ok(self.broker(channel).subscribe(request).await?.into_inner())
-                }
-                .await;
-                if let Err(error) = &outcome {
-                    self.learn(topic, partition, error);
-                }
-                outcome
-            }
+            let budget = left.min(self.inner.config.attempt_timeout);
+            self.at_leader(topic, partition, budget, async move {
+                let channel = self.leader(topic, partition).await?;
+                Ok(self.broker(channel).subscribe(request).await?.into_inner())
+            })
         })
         .await
     }
@@ -854,39 +880,33 @@ impl Client {
                 timestamp_ms,
             }],
         };
-        self.retrying(repeatable, |_| {
+        self.retrying(repeatable, |left| {
             let request = request.clone();
-            async move {
-                let outcome = async {
-                    let channel = self.leader(topic, partition).await?;
-                    let response = self
-                        .broker(channel)
-                        .list_offsets(request)
-                        .await?
-                        .into_inner();
-                    let result = response.results.into_iter().next().ok_or_else(|| {
-                        ClientError::Api(ApiError::new(
-                            ErrorCode::Internal,
-                            "empty list offsets response",
-                        ))
-                    })?;
-                    match &result.error {
-                        Some(error) => Err(ClientError::Api(ApiError::from_partition_error(error))),
-                        None => Ok(PartitionOffset {
-                            partition: result.partition,
-                            offset: result.offset,
-                            timestamp_ms: result.timestamp_ms,
-                            high_watermark: result.high_watermark,
-                            log_start_offset: result.log_start_offset,
-                        }),
-                    }
+            let budget = left.min(self.inner.config.attempt_timeout);
+            self.at_leader(topic, partition, budget, async move {
+                let channel = self.leader(topic, partition).await?;
+                let response = self
+                    .broker(channel)
+                    .list_offsets(request)
+                    .await?
+                    .into_inner();
+                let result = response.results.into_iter().next().ok_or_else(|| {
+                    ClientError::Api(ApiError::new(
+                        ErrorCode::Internal,
+                        "empty list offsets response",
+                    ))
+                })?;
+                match &result.error {
+                    Some(error) => Err(ClientError::Api(ApiError::from_partition_error(error))),
+                    None => Ok(PartitionOffset {
+                        partition: result.partition,
+                        offset: result.offset,
+                        timestamp_ms: result.timestamp_ms,
+                        high_watermark: result.high_watermark,
+                        log_start_offset: result.log_start_offset,
+                    }),
                 }
-                .await;
-                if let Err(error) = &outcome {
-                    self.learn(topic, partition, error);
-                }
-                outcome
-            }
+            })
         })
         .await
     }

@@ -101,6 +101,27 @@ impl MetadataCache {
         }
     }
 
+    /// Routes a partition's requests to the replica after its leader (in replica order, round
+    /// and round), after the leader answered nothing: that replica is the leader already or
+    /// names it (`NOT_LEADER`), with no detour through the metadata. Without a known leader or
+    /// another replica, forgets the leader instead.
+    pub fn try_next_replica(&mut self, topic: &str, partition: u32) {
+        let Some(route) = self.topics.get_mut(topic) else {
+            return;
+        };
+        let (Some(slot), Some(replicas)) = (
+            route.leaders.get_mut(partition as usize),
+            route.replicas.get(partition as usize),
+        ) else {
+            return;
+        };
+        *slot = slot.and_then(|leader| {
+            let at = replicas.iter().position(|&id| id == leader)?;
+            let next = replicas[(at + 1) % replicas.len()];
+            (next != leader).then_some(next)
+        });
+    }
+
     /// Forgets a partition's leader so the next request refreshes it.
     pub fn forget_leader(&mut self, topic: &str, partition: u32) {
         if let Some(slot) = self
@@ -114,5 +135,56 @@ impl MetadataCache {
 
     pub fn forget_topic(&mut self, topic: &str) {
         self.topics.remove(topic);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(leader: Option<u32>, replicas: Vec<u32>) -> MetadataCache {
+        let mut cache = MetadataCache::default();
+        cache.update(&pb::GetMetadataResponse {
+            brokers: (1..=3)
+                .map(|id| pb::BrokerInfo {
+                    broker_id: id,
+                    address: format!("127.0.0.{id}:7070"),
+                    alive: true,
+                    ..Default::default()
+                })
+                .collect(),
+            topics: vec![pb::TopicMetadata {
+                name: "orders".into(),
+                partitions: vec![pb::PartitionMetadata {
+                    partition: 0,
+                    leader_id: leader,
+                    replica_ids: replicas,
+                }],
+            }],
+        });
+        cache
+    }
+
+    #[test]
+    fn an_unanswering_leader_hands_its_route_to_the_next_replica_round_and_round() {
+        let mut cache = cached(Some(2), vec![1, 2, 3]);
+        cache.try_next_replica("orders", 0);
+        assert_eq!(
+            cache.leader_address("orders", 0).as_deref(),
+            Some("127.0.0.3:7070")
+        );
+        cache.try_next_replica("orders", 0);
+        assert_eq!(
+            cache.leader_address("orders", 0).as_deref(),
+            Some("127.0.0.1:7070")
+        );
+
+        // A single replica or no known leader: look the leader up again.
+        let mut single = cached(Some(1), vec![1]);
+        single.try_next_replica("orders", 0);
+        assert_eq!(single.leader_address("orders", 0), None);
+        let mut unknown = cached(None, vec![1, 2, 3]);
+        unknown.try_next_replica("orders", 0);
+        assert_eq!(unknown.leader_address("orders", 0), None);
     }
 }

@@ -41,6 +41,9 @@ impl Shared {
     fn client_config(&self, idempotent: bool) -> ClientConfig {
         ClientConfig {
             request_timeout: self.timeout,
+            // A leader that answers nothing (paused, cut off) is given up well before the
+            // request times out: brokers elect a successor within about a second.
+            attempt_timeout: Duration::from_millis(1500),
             connect_timeout: Duration::from_secs(1),
             idempotent,
             ..ClientConfig::new(self.servers.clone())
