@@ -19,7 +19,9 @@ use crate::replicas::Replicas;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PeerWatchConfig {
-    /// Probe the leaders' brokers this often; 0 turns fast failover off.
+    /// Probe the leaders' brokers this often (or as soon as the last round ended, when a probe
+    /// waited longer); 0 turns fast failover off. A broker that answers nothing is declared
+    /// dead after `failures` rounds of `max(probe_interval, probe_timeout)`.
     #[serde(with = "humantime_serde")]
     pub probe_interval: Duration,
     /// A probe without an answer within this long fails.
@@ -52,10 +54,15 @@ pub async fn run(
     let mut failures: HashMap<String, u32> = HashMap::new();
     // Brokers declared dead, and when: not declared again for a while.
     let mut declared: HashMap<String, Instant> = HashMap::new();
+    // A round waits for its slowest probe; the next one starts on the next tick, not a whole
+    // interval after that (a frozen broker is declared dead after 1.2 s, not 1.8 s).
+    let mut ticks = tokio::time::interval(config.probe_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(config.probe_interval) => {}
+            _ = ticks.tick() => {}
         }
         let partitions = replicas.all();
         let leaders: HashSet<String> = partitions
