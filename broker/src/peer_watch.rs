@@ -1,9 +1,13 @@
 //! Fast detection of a dead partition leader. Raft alone notices a dead leader only after an
 //! election timeout, and openraft's followers then refuse votes for a further leader lease
 //! (the maximum election timeout): ~5 s with the relaxed timers many partitions need. This
-//! task probes the brokers that lead partitions hosted here (one health check per broker, not
-//! per partition); when one fails `failures` probes in a row, every partition it led elects a
-//! successor at once ([`crate::partition::Partition::leader_lost`]).
+//! task probes the brokers holding the other replicas of partitions hosted here (one health
+//! check per broker, not per partition); when a leader's broker fails `failures` probes in a
+//! row, every partition it led elects a successor at once
+//! ([`crate::partition::Partition::leader_lost`]) — but only where this broker still reaches a
+//! majority of the partition's voters. A broker cut off from the others would otherwise start
+//! an election it cannot win: its term grows, and when the network heals that term makes the
+//! group's real leader step down (a second outage, after the fault).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -65,12 +69,12 @@ pub async fn run(
             _ = ticks.tick() => {}
         }
         let partitions = replicas.all();
-        let leaders: HashSet<String> = partitions
+        let peers_of_partitions: HashSet<String> = partitions
             .iter()
-            .filter_map(|p| p.leader_address().map(|(_, address)| address))
+            .flat_map(|p| p.other_voters().1.into_iter().map(|(_, address)| address))
             .collect();
-        failures.retain(|address, _| leaders.contains(address));
-        let probes = leaders.iter().map(|address| {
+        failures.retain(|address, _| peers_of_partitions.contains(address));
+        let probes = peers_of_partitions.iter().map(|address| {
             let channel = peers.channel(address);
             let timeout = config.probe_timeout;
             async move {
@@ -88,7 +92,14 @@ pub async fn run(
                 (address.clone(), alive)
             }
         });
-        for (address, alive) in futures::future::join_all(probes).await {
+        let answers = futures::future::join_all(probes).await;
+        let reachable: HashSet<&String> = answers
+            .iter()
+            .filter(|(_, alive)| *alive)
+            .map(|(address, _)| address)
+            .collect();
+        for (address, alive) in &answers {
+            let (address, alive) = (address.clone(), *alive);
             if alive {
                 failures.remove(&address);
                 declared.remove(&address);
@@ -102,17 +113,55 @@ pub async fn run(
             if *count < config.failures || recently {
                 continue;
             }
+            let led: Vec<_> = partitions
+                .iter()
+                .filter(|p| {
+                    p.leader_address()
+                        .is_some_and(|(_, leader)| leader == address)
+                })
+                .collect();
+            if led.is_empty() {
+                continue;
+            }
             tracing::warn!(%address, probes = *count, "leader broker unreachable");
             declared.insert(address.clone(), Instant::now());
-            for partition in &partitions {
-                if partition
-                    .leader_address()
-                    .is_some_and(|(_, leader)| leader == address)
-                    && let Err(err) = partition.leader_lost(&address).await
-                {
+            for partition in led {
+                let (_, voters) = partition.other_voters();
+                let reached = voters
+                    .iter()
+                    .filter(|(_, voter)| reachable.contains(voter))
+                    .count();
+                if !majority_reached(voters.len() + 1, reached + 1) {
+                    tracing::info!(group = %partition.spec().group, reached = reached + 1, voters = voters.len() + 1, "not electing a successor: this broker reaches no majority of the voters");
+                    continue;
+                }
+                if let Err(err) = partition.leader_lost(&address).await {
                     tracing::debug!(group = %partition.spec().group, %err, "successor election");
                 }
             }
         }
+    }
+}
+
+/// Whether `reached` of `voters` (this replica among both) make a majority: an election this
+/// side starts can be won.
+fn majority_reached(voters: usize, reached: usize) -> bool {
+    reached * 2 > voters
+}
+
+#[cfg(test)]
+mod tests {
+    use super::majority_reached;
+
+    #[test]
+    fn a_successor_is_elected_only_where_a_majority_of_voters_is_reached() {
+        // Three voters: this replica and one other reachable peer suffice; alone it does not.
+        assert!(majority_reached(3, 2));
+        assert!(!majority_reached(3, 1));
+        // Five voters need three; four voters need three too.
+        assert!(!majority_reached(5, 2));
+        assert!(majority_reached(5, 3));
+        assert!(!majority_reached(4, 2));
+        assert!(majority_reached(4, 3));
     }
 }

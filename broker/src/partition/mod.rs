@@ -645,6 +645,20 @@ impl Partition {
         Some((leader, address))
     }
 
+    /// The addresses of the group's other voters (this replica left out), with the leader's
+    /// node id when this replica follows one.
+    pub fn other_voters(&self) -> (Option<u64>, Vec<(u64, String)>) {
+        let receiver = self.raft.metrics();
+        let metrics = receiver.borrow_watched();
+        let membership = metrics.membership_config.membership();
+        let voters = membership
+            .voter_ids()
+            .filter(|id| *id != self.spec.node_id)
+            .filter_map(|id| Some((id, membership.get_node(&id)?.addr.clone())))
+            .collect();
+        (metrics.current_leader, voters)
+    }
+
     /// The leader at `dead_address` is gone: this follower stops honouring its lease, and the
     /// group's successor (the lowest-id voter elsewhere; every follower picks the same) starts
     /// an election at once instead of after an election timeout plus the lease. Voting still

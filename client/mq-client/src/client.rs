@@ -33,11 +33,12 @@ pub struct ClientConfig {
     pub servers: Vec<String>,
     /// How long one operation may take, retries included.
     pub request_timeout: Duration,
-    /// How long one attempt at a partition leader (produce, fetch, list offsets) waits for its
-    /// answer, beyond the wait a long-poll fetch asks for. A leader that is paused or cut off
-    /// answers nothing; after this the client looks the leader up again and, where that is
-    /// safe (reads, idempotent produce), tries again. A produce asks the broker to answer
-    /// within four fifths of it (`TIMEOUT` if the write did not commit by then).
+    /// How long one attempt at a partition leader (produce, fetch, list offsets, opening a
+    /// subscription) waits for its answer, beyond the wait a long-poll fetch asks for. A leader
+    /// that is paused or cut off answers nothing; after this the client tries the next replica
+    /// (produce, list offsets) or looks the leader up again (reads) and, where that is safe
+    /// (reads, idempotent produce), sends again. A produce asks the broker to answer within
+    /// four fifths of it (`TIMEOUT` if the write did not commit by then). Must not be zero.
     pub attempt_timeout: Duration,
     /// How long connecting to a server may take.
     pub connect_timeout: Duration,
@@ -237,6 +238,17 @@ pub(crate) fn reroutable(error: &ClientError) -> bool {
     )
 }
 
+/// Who serves a partition call; decides where the next attempt goes after the leader failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServedBy {
+    /// Only the leader (produce, list offsets): a follower refuses with `NOT_LEADER` naming
+    /// the leader, so the next replica is worth a try.
+    Leader,
+    /// Any replica, up to what it applied (fetch, subscribe): the leader is looked up again,
+    /// or reads would stay on a follower.
+    AnyReplica,
+}
+
 /// Errors that leave a request's outcome unknown: no answer came (in time), so it may or may
 /// not have been applied.
 fn outcome_unknown(error: &ClientError) -> bool {
@@ -255,6 +267,11 @@ impl Client {
         if config.servers.is_empty() {
             return Err(ClientError::InvalidArgument(
                 "no server address given".into(),
+            ));
+        }
+        if config.attempt_timeout.is_zero() {
+            return Err(ClientError::InvalidArgument(
+                "attempt_timeout: must be more than zero".into(),
             ));
         }
         let client = Self {
@@ -537,33 +554,42 @@ impl Client {
         self.channel(&address)
     }
 
-    /// Runs one attempt at the leader of a partition for at most `budget`, then learns from
-    /// its error. No answer by then ends the attempt with `TIMEOUT`: the leader may be paused
-    /// or cut off, so it is looked up again.
-    async fn at_leader<T>(
+    /// Runs one call at the leader of a partition: finds the leader's channel, gives `call` at
+    /// most `budget` on it, then learns from the error. No answer by then ends the attempt with
+    /// `TIMEOUT`: the leader may be paused or cut off.
+    async fn at_leader<T, Fut>(
         &self,
         topic: &str,
         partition: u32,
         budget: Duration,
-        attempt: impl Future<Output = Result<T, ClientError>>,
-    ) -> Result<T, ClientError> {
-        let outcome = tokio::time::timeout(budget, attempt)
-            .await
-            .unwrap_or_else(|_| {
-                Err(ApiError::new(
-                    ErrorCode::Timeout,
-                    format!("no answer from the leader of {topic}/{partition} within {budget:?}"),
-                )
-                .into())
-            });
+        served_by: ServedBy,
+        call: impl FnOnce(Channel) -> Fut,
+    ) -> Result<T, ClientError>
+    where
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let outcome = match self.leader(topic, partition).await {
+            Ok(channel) => tokio::time::timeout(budget, call(channel))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ApiError::new(
+                        ErrorCode::Timeout,
+                        format!(
+                            "no answer from the leader of {topic}/{partition} within {budget:?}"
+                        ),
+                    )
+                    .into())
+                }),
+            Err(error) => Err(error),
+        };
         if let Err(error) = &outcome {
-            self.learn(topic, partition, error);
+            self.learn(topic, partition, error, served_by);
         }
         outcome
     }
 
     /// Updates the cache after a routing error or an unanswered request.
-    fn learn(&self, topic: &str, partition: u32, error: &ClientError) {
+    fn learn(&self, topic: &str, partition: u32, error: &ClientError, served_by: ServedBy) {
         if !repeatable(error) {
             return;
         }
@@ -575,7 +601,10 @@ impl Client {
             }) => cache.set_leader(topic, partition, leader),
             // The leader is gone or answers nothing: another replica knows its successor
             // sooner than the cluster manager's metadata does.
-            error if outcome_unknown(error) || error.code() == ErrorCode::Unavailable => {
+            error
+                if served_by == ServedBy::Leader
+                    && (outcome_unknown(error) || error.code() == ErrorCode::Unavailable) =>
+            {
                 cache.try_next_replica(topic, partition)
             }
             _ => cache.forget_leader(topic, partition),
@@ -706,17 +735,27 @@ impl Client {
                 // The broker answers TIMEOUT before the client stops waiting.
                 timeout_ms: (budget * 4 / 5).as_millis().min(u128::from(u32::MAX)) as u32,
             };
-            self.at_leader(topic, partition, budget, async move {
-                let channel = self.leader(topic, partition).await?;
-                let response = self.broker(channel).produce(request).await?.into_inner();
-                let result = response.results.into_iter().next().ok_or_else(|| {
-                    ClientError::Api(ApiError::new(ErrorCode::Internal, "empty produce response"))
-                })?;
-                match result.error {
-                    Some(error) => Err(ClientError::Api(ApiError::from_partition_error(&error))),
-                    None => Ok(result.base_offset),
-                }
-            })
+            self.at_leader(
+                topic,
+                partition,
+                budget,
+                ServedBy::Leader,
+                |channel| async move {
+                    let response = self.broker(channel).produce(request).await?.into_inner();
+                    let result = response.results.into_iter().next().ok_or_else(|| {
+                        ClientError::Api(ApiError::new(
+                            ErrorCode::Internal,
+                            "empty produce response",
+                        ))
+                    })?;
+                    match result.error {
+                        Some(error) => {
+                            Err(ClientError::Api(ApiError::from_partition_error(&error)))
+                        }
+                        None => Ok(result.base_offset),
+                    }
+                },
+            )
         })
         .await
     }
@@ -777,8 +816,7 @@ impl Client {
                         }
                     }
                 }
-                self.at_leader(topic, partition, budget, async {
-                    let channel = self.leader(topic, partition).await?;
+                self.at_leader(topic, partition, budget, ServedBy::AnyReplica, |channel| async {
                     Ok(self.broker(channel).fetch(request).await?.into_inner())
                 })
                 .await
@@ -848,8 +886,7 @@ impl Client {
         self.retrying(repeatable, |left| {
             let request = request.clone();
             let budget = left.min(self.inner.config.attempt_timeout);
-            self.at_leader(topic, partition, budget, async move {
-                let channel = self.leader(topic, partition).await?;
+            self.at_leader(topic, partition, budget, ServedBy::AnyReplica, |channel| async move {
                 Ok(self.broker(channel).subscribe(request).await?.into_inner())
             })
         })
@@ -857,7 +894,7 @@ impl Client {
     }
 
     pub(crate) fn after_stream_error(&self, topic: &str, partition: u32, error: &ClientError) {
-        self.learn(topic, partition, error);
+        self.learn(topic, partition, error, ServedBy::AnyReplica);
     }
 
     /// Resolves an offset of a partition on its leader.
@@ -883,30 +920,35 @@ impl Client {
         self.retrying(repeatable, |left| {
             let request = request.clone();
             let budget = left.min(self.inner.config.attempt_timeout);
-            self.at_leader(topic, partition, budget, async move {
-                let channel = self.leader(topic, partition).await?;
-                let response = self
-                    .broker(channel)
-                    .list_offsets(request)
-                    .await?
-                    .into_inner();
-                let result = response.results.into_iter().next().ok_or_else(|| {
-                    ClientError::Api(ApiError::new(
-                        ErrorCode::Internal,
-                        "empty list offsets response",
-                    ))
-                })?;
-                match &result.error {
-                    Some(error) => Err(ClientError::Api(ApiError::from_partition_error(error))),
-                    None => Ok(PartitionOffset {
-                        partition: result.partition,
-                        offset: result.offset,
-                        timestamp_ms: result.timestamp_ms,
-                        high_watermark: result.high_watermark,
-                        log_start_offset: result.log_start_offset,
-                    }),
-                }
-            })
+            self.at_leader(
+                topic,
+                partition,
+                budget,
+                ServedBy::Leader,
+                |channel| async move {
+                    let response = self
+                        .broker(channel)
+                        .list_offsets(request)
+                        .await?
+                        .into_inner();
+                    let result = response.results.into_iter().next().ok_or_else(|| {
+                        ClientError::Api(ApiError::new(
+                            ErrorCode::Internal,
+                            "empty list offsets response",
+                        ))
+                    })?;
+                    match &result.error {
+                        Some(error) => Err(ClientError::Api(ApiError::from_partition_error(error))),
+                        None => Ok(PartitionOffset {
+                            partition: result.partition,
+                            offset: result.offset,
+                            timestamp_ms: result.timestamp_ms,
+                            high_watermark: result.high_watermark,
+                            log_start_offset: result.log_start_offset,
+                        }),
+                    }
+                },
+            )
         })
         .await
     }

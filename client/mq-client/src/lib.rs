@@ -5,8 +5,9 @@
 //!   caches topic metadata, routes each partition request to its leader, and retries requests
 //!   that a leader change or a restart made fail (`NOT_LEADER`, `LEADER_NOT_AVAILABLE`,
 //!   `UNAVAILABLE`) with backoff until the request timeout. A connection that broke after
-//!   taking a request (`CONNECTION_LOST`: it may have been applied) is retried by reads and
-//!   idempotent produce, and reported by a plain produce.
+//!   taking a request, or an attempt unanswered within `attempt_timeout` (`CONNECTION_LOST`,
+//!   `TIMEOUT`: it may have been applied), is retried by reads, idempotent produce, and topic
+//!   creation and deletion, and reported by a plain produce and other changes.
 //! - [`Subscription`]: a stream of records from a partition that resumes from the next offset
 //!   after a leader change or a broker restart.
 //! - [`ClientError`]: every failure, with [`ClientError::code`] and
@@ -30,13 +31,14 @@
 //! ```
 
 /// A `Client` method calling one control-plane RPC (followed to the leader like every control
-/// call) with the protocol's own request and reply.
+/// call) with the protocol's own request and reply, retrying the errors `$retry` accepts
+/// (`reroutable` for calls that change something, `repeatable` for reads).
 macro_rules! control_call {
-    ($service:ident, $(#[$doc:meta])* $name:ident($request:ty) -> $response:ty;) => {
+    ($service:ident, $retry:ident, $(#[$doc:meta])* $name:ident($request:ty) -> $response:ty;) => {
         $(#[$doc])*
         pub async fn $name(&self, request: $request) -> Result<$response, ClientError> {
             let response = self
-                .control(crate::client::reroutable, |channel| {
+                .control($retry, |channel| {
                     let request = request.clone();
                     async move { $service::new(channel).$name(request).await }
                 })

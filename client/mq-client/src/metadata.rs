@@ -102,8 +102,9 @@ impl MetadataCache {
     }
 
     /// Routes a partition's requests to the replica after its leader (in replica order, round
-    /// and round), after the leader answered nothing: that replica is the leader already or
-    /// names it (`NOT_LEADER`), with no detour through the metadata. Without a known leader or
+    /// and round), after the leader answered nothing: for a call only leaders serve, that
+    /// replica is the leader already or names it (`NOT_LEADER`), with no detour through the
+    /// metadata. Without a known leader or
     /// another replica, forgets the leader instead.
     pub fn try_next_replica(&mut self, topic: &str, partition: u32) {
         let Some(route) = self.topics.get_mut(topic) else {

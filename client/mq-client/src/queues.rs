@@ -6,34 +6,35 @@
 use mq_proto::v1 as pb;
 use mq_proto::v1::queues_client::QueuesClient;
 
+use crate::client::{repeatable, reroutable};
 use crate::{Client, ClientError};
 
 impl Client {
-    control_call! { QueuesClient,
+    control_call! { QueuesClient, reroutable,
         /// Creates a queue subscription (and its dead-letter topic when missing).
         create_queue(pb::CreateQueueRequest) -> pb::CreateQueueResponse;
     }
-    control_call! { QueuesClient,
+    control_call! { QueuesClient, reroutable,
         /// Deletes a queue subscription and its state.
         delete_queue(pb::DeleteQueueRequest) -> pb::DeleteQueueResponse;
     }
-    control_call! { QueuesClient,
+    control_call! { QueuesClient, repeatable,
         /// Every queue subscription with its config.
         list_queues(pb::ListQueuesRequest) -> pb::ListQueuesResponse;
     }
-    control_call! { QueuesClient,
+    control_call! { QueuesClient, repeatable,
         /// A queue's config and per-partition progress.
         describe_queue(pb::DescribeQueueRequest) -> pb::DescribeQueueResponse;
     }
-    control_call! { QueuesClient,
+    control_call! { QueuesClient, reroutable,
         /// Settles leased messages (all or nothing; repeating an ack succeeds).
         ack(pb::AckRequest) -> pb::AckResponse;
     }
-    control_call! { QueuesClient,
+    control_call! { QueuesClient, reroutable,
         /// Gives leased messages back for redelivery after a delay.
         nack(pb::NackRequest) -> pb::NackResponse;
     }
-    control_call! { QueuesClient,
+    control_call! { QueuesClient, reroutable,
         /// Moves the deadline of leased messages.
         extend_leases(pb::ExtendLeasesRequest) -> pb::ExtendLeasesResponse;
     }
@@ -50,7 +51,7 @@ impl Client {
             .max_wait_ms
             .min(cap.min(u128::from(u32::MAX)) as u32);
         let response = self
-            .control(crate::client::reroutable, |channel| {
+            .control(reroutable, |channel| {
                 let request = request.clone();
                 async move { QueuesClient::new(channel).receive(request).await }
             })
