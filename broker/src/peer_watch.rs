@@ -93,13 +93,12 @@ pub async fn run(
             }
         });
         let answers = futures::future::join_all(probes).await;
-        let reachable: HashSet<&String> = answers
+        let reachable: HashSet<String> = answers
             .iter()
             .filter(|(_, alive)| *alive)
-            .map(|(address, _)| address)
+            .map(|(address, _)| address.clone())
             .collect();
-        for (address, alive) in &answers {
-            let (address, alive) = (address.clone(), *alive);
+        for (address, alive) in answers {
             if alive {
                 failures.remove(&address);
                 declared.remove(&address);

@@ -112,9 +112,6 @@ fn transport_failure(status: &tonic::Status) -> Option<ApiError> {
     let (code, what) = if not_sent || status.code() == tonic::Code::Unavailable && !on_a_connection
     {
         (ErrorCode::Unavailable, "request not sent")
-    } else if status.code() == tonic::Code::Cancelled && !on_a_connection {
-        // A deadline of tonic's own (a `timeout` layer), not a connection failure.
-        (ErrorCode::Timeout, "no answer in time")
     } else {
         (
             ErrorCode::ConnectionLost,

@@ -48,6 +48,7 @@ macro_rules! control_call {
     };
 }
 
+mod admin;
 mod client;
 mod error;
 mod groups;
