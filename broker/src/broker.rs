@@ -4,17 +4,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
+use mq_common::clock::now_ms;
 use mq_common::compression::Compression;
 use mq_common::error::LeaderHint;
 use mq_common::ids::{PartitionId, TopicName};
 use mq_common::partitioner::partition_for_key;
 use mq_common::records::{self, Record, records_crc32c};
-use mq_common::shutdown::CancellationToken;
 use mq_raft::disk::DiskGuard;
+use tokio_util::sync::CancellationToken;
 
 use crate::batch::{ChecksumMismatch, MAX_DECOMPRESSED_BYTES, ProducerSeq, StoredBatch};
 use crate::cluster_link::ClusterLink;
@@ -513,7 +514,7 @@ impl Broker {
                     .leader_id?;
                 let broker = metadata.brokers.iter().find(|b| b.broker_id == leader_id)?;
                 Some(LeaderHint {
-                    broker_id: leader_id,
+                    id: u64::from(leader_id),
                     address: broker.address.clone(),
                 })
             }),
@@ -634,10 +635,4 @@ fn fetched(read: ReadResult, progress: Progress) -> Fetched {
         next_offset: read.next_offset,
         progress,
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

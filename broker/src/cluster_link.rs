@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mq_common::error::{ApiError, ErrorCode};
-use mq_common::shutdown::CancellationToken;
 use mq_proto::internal as ipb;
 use mq_proto::internal::cluster_manager_internal_client::ClusterManagerInternalClient;
 use mq_proto::v1 as pb;
 use mq_proto::v1::metadata_client::MetadataClient;
 use mq_raft::transport::Peers;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::partition::ReplicaStatus;
 use crate::replicas::Replicas;

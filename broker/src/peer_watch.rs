@@ -13,9 +13,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mq_common::shutdown::CancellationToken;
 use mq_raft::transport::Peers;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::replicas::Replicas;
 

@@ -7,11 +7,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use mq_common::clock::now_ms;
 use mq_common::error::LeaderHint;
 use mq_common::ids::{BrokerId, GroupId, TopicName, broker_of_node};
-use mq_common::shutdown::CancellationToken;
 use mq_proto::internal as ipb;
 use mq_proto::internal::replica_manager_client::ReplicaManagerClient;
 use mq_raft::Store;
@@ -21,6 +21,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::impls::BasicNode;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{ClusterManagerConfig, MAX_PARTITIONS};
 use crate::error::CmError;
@@ -651,7 +652,7 @@ impl ClusterManager {
                 Err(match (forward.leader_id, forward.leader_node) {
                     (Some(id), Some(node)) => CmError::NotLeader {
                         leader: Some(LeaderHint {
-                            broker_id: id as u32,
+                            id,
                             address: node.addr,
                         }),
                     },
@@ -671,7 +672,7 @@ impl ClusterManager {
                 .get_node(&id)?
                 .clone();
             Some(LeaderHint {
-                broker_id: id as u32,
+                id,
                 address: node.addr,
             })
         });
@@ -922,10 +923,4 @@ pub fn report_from_proto(status: &ipb::ReplicaStatus) -> ReplicaReport {
         voters: status.voters.clone(),
         learners: status.learners.clone(),
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -205,11 +205,20 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// Where a partition's leader is, as far as the answering node knows.
+/// Who leads, as far as the answering node knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderHint {
-    pub broker_id: u32,
+    /// The leader's id: a broker id for a partition, a Raft node id for the cluster manager
+    /// and the consumer manager.
+    pub id: u64,
     pub address: String,
+}
+
+impl LeaderHint {
+    /// The leading broker, for a partition's hint (broker ids are `u32`).
+    pub fn broker(&self) -> Option<crate::ids::BrokerId> {
+        u32::try_from(self.id).ok().map(crate::ids::BrokerId)
+    }
 }
 
 /// An error as it crosses the API: code, message, and for `NotLeader` the leader.
@@ -262,8 +271,8 @@ impl ApiError {
                 .and_then(|id| id.parse().ok()),
             info.metadata.get("leader_address"),
         ) {
-            (Some(broker_id), Some(address)) => Some(LeaderHint {
-                broker_id,
+            (Some(id), Some(address)) => Some(LeaderHint {
+                id,
                 address: address.clone(),
             }),
             _ => None,
@@ -281,7 +290,7 @@ impl ApiError {
             reason: self.code.to_proto().into(),
             message: self.message.clone(),
             retryable: self.retryable(),
-            leader_id: self.leader.as_ref().map(|l| l.broker_id),
+            leader_id: self.leader.as_ref().and_then(|l| l.broker()).map(|b| b.0),
             leader_address: self.leader.as_ref().map(|l| l.address.clone()),
         }
     }
@@ -293,8 +302,8 @@ impl ApiError {
             .and_then(ErrorCode::from_proto)
             .unwrap_or(ErrorCode::Internal);
         let leader = match (error.leader_id, &error.leader_address) {
-            (Some(broker_id), Some(address)) => Some(LeaderHint {
-                broker_id,
+            (Some(id), Some(address)) => Some(LeaderHint {
+                id,
                 address: address.clone(),
             }),
             _ => None,
@@ -311,7 +320,7 @@ impl From<ApiError> for tonic::Status {
     fn from(error: ApiError) -> Self {
         let mut metadata = HashMap::from([("retryable".to_owned(), error.retryable().to_string())]);
         if let Some(leader) = &error.leader {
-            metadata.insert("leader_id".to_owned(), leader.broker_id.to_string());
+            metadata.insert("leader_id".to_owned(), leader.id.to_string());
             metadata.insert("leader_address".to_owned(), leader.address.clone());
         }
         tonic::Status::with_error_details(
@@ -330,13 +339,25 @@ mod tests {
     fn status_round_trip_keeps_code_reason_and_leader() {
         for code in ErrorCode::ALL {
             let error = ApiError::new(code, "something").with_leader(Some(LeaderHint {
-                broker_id: 3,
+                id: 3,
                 address: "127.0.0.3:7070".into(),
             }));
             let status = tonic::Status::from(error.clone());
             assert_eq!(status.code(), code.grpc_code());
             assert_eq!(ApiError::from_status(&status), error);
         }
+    }
+
+    #[test]
+    fn a_control_plane_leader_id_is_not_truncated() {
+        let id = u64::from(u32::MAX) + 7;
+        let error =
+            ApiError::new(ErrorCode::NotLeader, "elsewhere").with_leader(Some(LeaderHint {
+                id,
+                address: "127.0.0.9:7080".into(),
+            }));
+        let back = ApiError::from_status(&tonic::Status::from(error));
+        assert_eq!(back.leader.map(|l| l.id), Some(id));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`error`]: the shared error-code enum and the one conversion between errors and
 //!   `tonic::Status` (with `google.rpc.ErrorInfo` details), both ways.
 //! - [`config`]: loading a TOML config file with `MQ_...__...` environment and flag overrides.
+//! - [`clock`]: `now_ms`, the wall clock in Unix milliseconds.
 //! - [`partitioner`]: the standard key hash that maps a record key to a partition.
 //! - [`compression`]: the batch codecs (none, LZ4 frame, Zstandard frame).
 //! - [`records`]: the record type and its canonical encoding (what `crc32c` covers).
@@ -14,6 +15,7 @@
 //!
 //! It must not depend on RocksDB, openraft or any service crate.
 
+pub mod clock;
 pub mod compression;
 pub mod config;
 pub mod error;

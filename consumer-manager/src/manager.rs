@@ -6,18 +6,19 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use mq_client::{Client, ClientConfig, OffsetSpec};
+use mq_common::clock::now_ms;
 use mq_common::error::LeaderHint;
 use mq_common::ids::GroupId;
-use mq_common::shutdown::CancellationToken;
 use mq_raft::Store;
 use mq_raft::transport::{GroupRegistry, GrpcNetworkFactory, Peers, RaftGroupRpc};
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::impls::BasicNode;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::assignor::Tp;
 use crate::coordinator::{self, Heartbeat, Rejection, Reply};
@@ -126,12 +127,6 @@ impl std::fmt::Debug for ConsumerManager {
             .field("node_id", &self.node_id)
             .finish()
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl ConsumerManager {
@@ -686,7 +681,7 @@ impl ConsumerManager {
                     .get_node(&id)?
                     .clone();
                 Some(LeaderHint {
-                    broker_id: id as u32,
+                    id,
                     address: node.addr,
                 })
             });

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mq_common::clock::now_ms;
 use mq_common::error::LeaderHint;
 use mq_common::ids::{GroupId, PartitionId, TopicName, broker_of_node};
 use mq_raft::disk::DiskGuard;
@@ -570,7 +571,7 @@ impl Partition {
                 topic,
                 partition,
                 leader: Some(LeaderHint {
-                    broker_id: broker_of_node(node).0,
+                    id: u64::from(broker_of_node(node).0),
                     address,
                 }),
             },
@@ -778,12 +779,6 @@ impl Partition {
             tracing::warn!(group = %self.spec.group, %err, "raft shutdown");
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Checks the retention limits of a partition, and compacts it, every `interval` while it

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use mq_common::clock::now_ms;
 use mq_common::compression::Compression;
 use mq_common::error::{ApiError, ErrorCode};
 use mq_common::partitioner::partition_for_key;
@@ -216,13 +217,6 @@ fn new_producer_id() -> u64 {
             return id;
         }
     }
-}
-
-/// Milliseconds since the Unix epoch, by this machine's clock.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Errors worth retrying for any request, since it was certainly not applied: the partition

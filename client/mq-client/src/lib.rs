@@ -57,10 +57,9 @@ mod queues;
 mod subscription;
 mod types;
 
-pub use client::{
-    Client, ClientConfig, EncodedBatch, MAX_IN_FLIGHT_PER_PARTITION, ProduceSlot, now_ms,
-};
+pub use client::{Client, ClientConfig, EncodedBatch, MAX_IN_FLIGHT_PER_PARTITION, ProduceSlot};
 pub use error::ClientError;
+pub use mq_common::clock::now_ms;
 pub use mq_common::compression::Compression;
 pub use mq_common::error::{ApiError, ErrorCode};
 pub use mq_common::partitioner::{key_hash, partition_for_key};

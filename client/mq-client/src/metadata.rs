@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use mq_common::error::LeaderHint;
+use mq_common::ids::BrokerId;
 use mq_proto::v1 as pb;
 
 #[derive(Debug, Clone, Default)]
@@ -80,12 +81,12 @@ impl MetadataCache {
 
     /// Records a leader learned from a `NOT_LEADER` error.
     pub fn set_leader(&mut self, topic: &str, partition: u32, leader: &LeaderHint) {
-        let rack = self
-            .brokers
-            .get(&leader.broker_id)
-            .and_then(|b| b.rack.clone());
+        let Some(BrokerId(broker_id)) = leader.broker() else {
+            return;
+        };
+        let rack = self.brokers.get(&broker_id).and_then(|b| b.rack.clone());
         self.brokers.insert(
-            leader.broker_id,
+            broker_id,
             KnownBroker {
                 address: leader.address.clone(),
                 rack,
@@ -97,7 +98,7 @@ impl MetadataCache {
             .get_mut(topic)
             .and_then(|route| route.leaders.get_mut(partition as usize))
         {
-            *slot = Some(leader.broker_id);
+            *slot = Some(broker_id);
         }
     }
 

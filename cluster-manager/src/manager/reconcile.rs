@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mq_common::ids::{BrokerId, GroupId, broker_of_node};
-use mq_common::shutdown::CancellationToken;
 use mq_proto::internal as ipb;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::{ACTION_HOLD_OFF, ClusterManager, ReplicaReport, Reports, SETTLE_GRACE, raft_members};
 use crate::placement::{self, Candidate};
