@@ -303,7 +303,7 @@ impl ApiError {
             .unwrap_or(ErrorCode::Internal);
         let leader = match (error.leader_id, &error.leader_address) {
             (Some(id), Some(address)) => Some(LeaderHint {
-                id,
+                id: u64::from(id),
                 address: address.clone(),
             }),
             _ => None,
