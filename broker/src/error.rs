@@ -103,8 +103,8 @@ pub enum BrokerError {
         expected: u32,
         got: u32,
     },
-    #[error("raft group {group}: {message}")]
-    Raft { group: u64, message: String },
+    #[error(transparent)]
+    Raft(mq_raft::GroupError),
     #[error("storage: {0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -134,7 +134,8 @@ impl BrokerError {
             Self::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
             Self::DuplicateSequence { .. } => ErrorCode::DuplicateSequence,
             Self::DataCorruption { .. } => ErrorCode::DataCorruption,
-            Self::Storage { .. } | Self::Raft { .. } | Self::Io(_) => ErrorCode::Internal,
+            Self::Storage { .. } | Self::Io(_) => ErrorCode::Internal,
+            Self::Raft(error) => ApiError::from(error).code,
             Self::Unavailable(_) => ErrorCode::Unavailable,
         }
     }

@@ -82,11 +82,11 @@ impl Replicas {
         }
         let mut batch = WriteBatch::default();
         batch.put_cf(
-            self.context.store.cf(CF_KV),
+            self.context.group.store.cf(CF_KV),
             spec_key(spec.group),
             codec::encode(&spec)?,
         );
-        self.context.store.write_durable(batch)?;
+        self.context.group.store.write_durable(batch)?;
         self.start(spec).await
     }
 
@@ -111,15 +111,15 @@ impl Replicas {
             }
             removed
         };
-        self.context.registry.unregister(group);
+        self.context.group.registry.unregister(group);
         if let Some(partition) = removed {
             partition.shutdown().await;
             tracing::info!(%group, topic = %partition.spec().topic, partition = %partition.spec().partition, "replica removed");
         }
         let mut batch = WriteBatch::default();
-        batch.delete_cf(self.context.store.cf(CF_KV), spec_key(group));
-        self.context.store.write_durable(batch)?;
-        self.context.store.delete_group(group)?;
+        batch.delete_cf(self.context.group.store.cf(CF_KV), spec_key(group));
+        self.context.group.store.write_durable(batch)?;
+        self.context.group.store.delete_group(group)?;
         Ok(())
     }
 
@@ -221,13 +221,16 @@ impl Replicas {
             hosted.by_group.drain().map(|(_, p)| p).collect()
         };
         for partition in partitions {
-            self.context.registry.unregister(partition.spec().group);
+            self.context
+                .group
+                .registry
+                .unregister(partition.spec().group);
             partition.shutdown().await;
         }
     }
 
     fn stored_specs(&self) -> Result<Vec<ReplicaSpec>, BrokerError> {
-        let store = &self.context.store;
+        let store = &self.context.group.store;
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(keys::group_end(GroupId::BROKER_LOCAL).to_vec());
         let start = keys::group_start(GroupId::BROKER_LOCAL);

@@ -41,7 +41,7 @@ async fn start_group() -> anyhow::Result<Vec<Replica>> {
         election_timeout_min: Duration::from_millis(1000),
         election_timeout_max: Duration::from_millis(2000),
     };
-    let raft_config = Arc::new(timings.partition_config().map_err(anyhow::Error::msg)?);
+    let raft_config = mq_raft::GroupConfig::partition(&timings)?;
     // Bind every server first: each replica's spec names all addresses.
     let mut listeners = Vec::new();
     for _ in 0..3 {
@@ -77,9 +77,11 @@ async fn start_group() -> anyhow::Result<Vec<Replica>> {
             );
         tokio::spawn(server);
         let context = PartitionContext {
-            store,
-            peers: Arc::new(Peers::default()),
-            registry,
+            group: mq_raft::GroupContext {
+                store,
+                peers: Arc::new(Peers::default()),
+                registry,
+            },
             raft_config: raft_config.clone(),
             retention_check_interval: Duration::from_secs(3600),
             disk: mq_raft::disk::DiskGuard::unlimited(),

@@ -1,11 +1,10 @@
-//! The cluster manager's settings (`[cluster_manager]` in the standalone broker's config).
+//! The cluster manager's settings: the `[cluster_manager]` section of a cluster-manager
+//! node's config file (and of a standalone broker's).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use mq_common::server::ServerConfig;
-use mq_raft::StoreOptions;
+use mq_raft::{GroupConfig, InvalidTimings, RaftTimings};
 use serde::{Deserialize, Serialize};
 
 /// Largest record by default (topic config `max.message.bytes`).
@@ -55,9 +54,9 @@ impl Default for ClusterManagerConfig {
             replace_delay: Duration::from_secs(60),
             reconcile_interval: Duration::from_secs(2),
             create_topic_wait: Duration::from_secs(5),
-            heartbeat_interval: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(500),
-            election_timeout_max: Duration::from_millis(1000),
+            heartbeat_interval: RaftTimings::CONTROL.heartbeat_interval,
+            election_timeout_min: RaftTimings::CONTROL.election_timeout_min,
+            election_timeout_max: RaftTimings::CONTROL.election_timeout_max,
         }
     }
 }
@@ -93,57 +92,19 @@ impl ClusterManagerConfig {
         Ok(voters)
     }
 
-    /// The openraft config of the cluster manager's group, validated.
-    /// The consumer manager's Raft group runs on the same voters with the same timers.
-    pub fn consumer_manager_settings(
-        &self,
-    ) -> Result<mq_consumer_manager::ConsumerManagerSettings, String> {
-        Ok(mq_consumer_manager::ConsumerManagerSettings {
-            node_id: self.node_id,
-            voters: self.initial_voters()?,
-            raft: self.raft_config()?,
-        })
+    /// The Raft timers of the cluster manager's group (the consumer manager's group runs on
+    /// the same voters with the same timers).
+    pub fn raft_timings(&self) -> RaftTimings {
+        RaftTimings {
+            heartbeat_interval: self.heartbeat_interval,
+            election_timeout_min: self.election_timeout_min,
+            election_timeout_max: self.election_timeout_max,
+        }
     }
 
-    pub fn raft_config(&self) -> Result<openraft::Config, String> {
-        openraft::Config {
-            cluster_name: "cluster-manager".into(),
-            heartbeat_interval: self.heartbeat_interval.as_millis() as u64,
-            election_timeout_min: self.election_timeout_min.as_millis() as u64,
-            election_timeout_max: self.election_timeout_max.as_millis() as u64,
-            enable_pre_vote: Some(true),
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
-            max_in_snapshot_log_to_keep: 1_000,
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|err| err.to_string())
-    }
-}
-
-/// The `mq-cluster-manager` binary's config file; every key overridable by
-/// `MQ_<SECTION>__<KEY>` and flags.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ManagerNodeConfig {
-    /// Where the node keeps its data (one RocksDB).
-    pub data_dir: PathBuf,
-    pub server: ServerConfig,
-    pub storage: StoreOptions,
-    pub cluster_manager: ClusterManagerConfig,
-}
-
-/// The cluster manager's default client port.
-pub const DEFAULT_MANAGER_LISTEN: &str = "127.0.0.1:7080";
-
-impl Default for ManagerNodeConfig {
-    fn default() -> Self {
-        Self {
-            data_dir: PathBuf::from("./data-cm"),
-            server: ServerConfig::new(DEFAULT_MANAGER_LISTEN.parse().expect("valid address")),
-            storage: StoreOptions::default(),
-            cluster_manager: ClusterManagerConfig::default(),
-        }
+    /// The cluster manager's group config, validated.
+    pub fn group_config(&self) -> Result<GroupConfig, InvalidTimings> {
+        GroupConfig::control("cluster-manager", &self.raft_timings())
     }
 }
 
@@ -179,10 +140,7 @@ mod tests {
     }
 
     #[test]
-    fn the_deploy_example_parses() {
-        let text = include_str!("../../deploy/cluster-manager.example.toml");
-        let config: ManagerNodeConfig = mq_common::config::parse_toml(text).unwrap();
-        assert_eq!(config.cluster_manager.initial_voters().unwrap().len(), 3);
-        config.cluster_manager.raft_config().unwrap();
+    fn default_timings_are_valid() {
+        ClusterManagerConfig::default().group_config().unwrap();
     }
 }

@@ -1,6 +1,7 @@
 //! The cluster manager's errors, mapped once to the shared API error.
 
-use mq_common::error::{ApiError, ErrorCode, LeaderHint};
+use mq_common::error::{ApiError, ErrorCode};
+use mq_raft::{GroupError, InvalidTimings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CmError {
@@ -23,14 +24,15 @@ pub enum CmError {
     BrokerNotFound { id: u32 },
     #[error("broker_id: cannot drain broker {id}: {reason}")]
     CannotDrain { id: u32, reason: String },
-    #[error("this node does not lead the cluster manager")]
-    NotLeader { leader: Option<LeaderHint> },
-    #[error("the cluster manager has no leader right now; retry shortly")]
-    LeaderNotAvailable,
+    /// Not the leader, no leader, or the group failed.
+    #[error("cluster manager: {0}")]
+    Raft(#[from] GroupError),
+    #[error("cluster manager: unexpected reply {reply} to {command}")]
+    UnexpectedReply { command: String, reply: String },
     #[error("invalid config: {0}")]
     Config(String),
-    #[error("cluster manager raft: {0}")]
-    Raft(String),
+    #[error(transparent)]
+    Timings(#[from] InvalidTimings),
     #[error("storage: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -52,9 +54,10 @@ impl CmError {
             Self::BrokerIdInUse { .. } => ErrorCode::BrokerIdInUse,
             Self::BrokerNotFound { .. } => ErrorCode::BrokerNotFound,
             Self::CannotDrain { .. } => ErrorCode::NotEnoughBrokers,
-            Self::NotLeader { .. } => ErrorCode::NotLeader,
-            Self::LeaderNotAvailable => ErrorCode::Unavailable,
-            Self::Raft(_) | Self::Io(_) | Self::Config(_) => ErrorCode::Internal,
+            Self::Raft(error) => ApiError::from(error).code,
+            Self::UnexpectedReply { .. } | Self::Io(_) | Self::Config(_) | Self::Timings(_) => {
+                ErrorCode::Internal
+            }
         }
     }
 }
@@ -64,11 +67,10 @@ impl From<&CmError> for ApiError {
         if error.code() == ErrorCode::Internal {
             tracing::error!(%error, "cluster manager request failed");
         }
-        let leader = match error {
-            CmError::NotLeader { leader } => leader.clone(),
-            _ => None,
-        };
-        ApiError::new(error.code(), error.to_string()).with_leader(leader)
+        match error {
+            CmError::Raft(raft) => ApiError::from(raft),
+            _ => ApiError::new(error.code(), error.to_string()),
+        }
     }
 }
 

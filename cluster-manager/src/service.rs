@@ -14,8 +14,9 @@ use mq_proto::v1::admin_server::{Admin, AdminServer};
 use mq_proto::v1::metadata_server::{Metadata, MetadataServer};
 use tonic::{Request, Response, Status};
 
+use crate::broker_client::report_from_proto;
 use crate::error::CmError;
-use crate::manager::{BrokerView, ClusterManager, CreateTopic, TopicView, report_from_proto};
+use crate::manager::{BrokerView, ClusterManager, CreateTopic, TopicView};
 use crate::state::BrokerRecord;
 
 /// The three services over one manager.

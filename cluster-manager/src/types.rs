@@ -1,20 +1,9 @@
-//! The openraft type config of the cluster manager's group, pinned once here.
+//! The cluster manager's Raft group (group 0): a control-plane group of `mq_raft` over
+//! [`ClusterState`].
 
-use openraft::impls::BasicNode;
+use crate::state::ClusterState;
 
-use crate::state::{MetaCommand, MetaResponse};
-
-openraft::declare_raft_types!(
-    /// The type config of the cluster manager's Raft group.
-    pub MetaTypes:
-        D = MetaCommand,
-        R = MetaResponse,
-        NodeId = u64,
-        Node = BasicNode,
-);
-
-pub type MetaRaft = openraft::Raft<MetaTypes, crate::state_machine::MetaStateMachine>;
-pub type LogId = openraft::type_config::alias::LogIdOf<MetaTypes>;
-pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<MetaTypes>;
-pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<MetaTypes>;
-pub type Snapshot = openraft::type_config::alias::SnapshotOf<MetaTypes, Vec<u8>>;
+/// The cluster manager's Raft group.
+pub type MetaGroup = mq_raft::KvGroup<ClusterState>;
+/// Read access to the applied cluster state.
+pub type SharedState = mq_raft::SharedState<ClusterState>;

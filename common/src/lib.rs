@@ -4,26 +4,20 @@
 //!   validation.
 //! - [`error`]: the shared error-code enum and the one conversion between errors and
 //!   `tonic::Status` (with `google.rpc.ErrorInfo` details), both ways.
-//! - [`config`]: loading a TOML config file with `MQ_...__...` environment and flag overrides.
 //! - [`clock`]: `now_ms`, the wall clock in Unix milliseconds.
 //! - [`partitioner`]: the standard key hash that maps a record key to a partition.
 //! - [`compression`]: the batch codecs (none, LZ4 frame, Zstandard frame).
 //! - [`records`]: the record type and its canonical encoding (what `crc32c` covers).
-//! - [`server`]: `[server]` settings, binding, health, reflection and serving, the same in
-//!   every server binary.
-//! - [`shutdown`] and [`telemetry`]: signal handling and tracing setup for binaries.
 //!
-//! It must not depend on RocksDB, openraft or any service crate.
+//! It must not depend on RocksDB, openraft or any service crate, nor carry what only servers
+//! need (config loading, serving, health, reflection, metrics export, tracing setup: those
+//! are `mq-node`'s), so client crates compile none of it.
 
 pub mod clock;
 pub mod compression;
-pub mod config;
 pub mod error;
 pub mod ids;
 pub mod partitioner;
 pub mod records;
-pub mod server;
-pub mod shutdown;
 #[cfg(any(test, feature = "proptest"))]
 pub mod strategies;
-pub mod telemetry;

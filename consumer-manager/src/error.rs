@@ -1,6 +1,7 @@
 //! The consumer manager's errors, mapped once to the shared API error.
 
-use mq_common::error::{ApiError, ErrorCode, LeaderHint};
+use mq_common::error::{ApiError, ErrorCode};
+use mq_raft::{GroupError, InvalidTimings};
 
 use crate::coordinator::Rejection;
 use crate::state::RefusalCode;
@@ -22,14 +23,13 @@ pub enum CgError {
     Refused { code: RefusalCode, message: String },
     #[error(transparent)]
     Rejected(#[from] Rejection),
-    #[error("this node does not lead the consumer manager")]
-    NotLeader { leader: Option<LeaderHint> },
-    #[error("the consumer manager has no leader right now; retry shortly")]
-    LeaderNotAvailable,
     #[error("{0}")]
     Client(#[from] mq_client::ClientError),
-    #[error("consumer manager raft: {0}")]
-    Raft(String),
+    /// Not the leader, no leader, or the group failed.
+    #[error("consumer manager: {0}")]
+    Raft(#[from] GroupError),
+    #[error(transparent)]
+    Timings(#[from] InvalidTimings),
     #[error("storage: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -52,10 +52,9 @@ impl CgError {
             Self::LeaseExpired { .. } => ErrorCode::LeaseExpired,
             Self::Refused { code, .. } => code.error_code(),
             Self::Rejected(Rejection::UnknownMember(_)) => ErrorCode::UnknownMember,
-            Self::NotLeader { .. } => ErrorCode::NotLeader,
-            Self::LeaderNotAvailable => ErrorCode::Unavailable,
             Self::Client(error) => error.code(),
-            Self::Raft(_) | Self::Io(_) => ErrorCode::Internal,
+            Self::Raft(error) => ApiError::from(error).code,
+            Self::Timings(_) | Self::Io(_) => ErrorCode::Internal,
         }
     }
 }
@@ -65,11 +64,10 @@ impl From<&CgError> for ApiError {
         if error.code() == ErrorCode::Internal {
             tracing::error!(%error, "consumer manager request failed");
         }
-        let leader = match error {
-            CgError::NotLeader { leader } => leader.clone(),
-            _ => None,
-        };
-        ApiError::new(error.code(), error.to_string()).with_leader(leader)
+        match error {
+            CgError::Raft(raft) => ApiError::from(raft),
+            _ => ApiError::new(error.code(), error.to_string()),
+        }
     }
 }
 

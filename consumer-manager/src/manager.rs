@@ -10,22 +10,19 @@ use std::time::{Duration, Instant};
 
 use mq_client::{Client, ClientConfig, OffsetSpec};
 use mq_common::clock::now_ms;
-use mq_common::error::LeaderHint;
 use mq_common::ids::GroupId;
-use mq_raft::Store;
-use mq_raft::transport::{GroupRegistry, GrpcNetworkFactory, Peers, RaftGroupRpc};
-use openraft::async_runtime::WatchReceiver;
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::impls::BasicNode;
+use mq_raft::disk::DiskGuard;
+use mq_raft::{GroupConfig, GroupContext, GroupSpec, KvStateMachine, RaftTimings, RocksLogStore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::assignor::Tp;
 use crate::coordinator::{self, Heartbeat, Rejection, Reply};
 use crate::error::CgError;
-use crate::state::{Committed, Committer, GroupCommand, GroupResponse, Membership, RefusalCode};
-use crate::state_machine::{GroupsStateMachine, SharedState};
-use crate::types::GroupsRaft;
+use crate::state::{
+    Committed, Committer, GroupCommand, GroupResponse, GroupsState, Membership, RefusalCode,
+};
+use crate::types::{GroupsRaft, SharedState};
 
 mod queues;
 
@@ -38,12 +35,10 @@ const TOPICS_TTL: Duration = Duration::from_secs(1);
 /// How long describing a group waits for a partition's high watermark.
 const LAG_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Process-wide pieces shared with the co-located cluster manager (and broker, standalone).
+/// Process-wide pieces shared with the node's other groups.
 #[derive(Debug, Clone)]
 pub struct ConsumerManagerContext {
-    pub store: Store,
-    pub peers: Arc<Peers>,
-    pub registry: GroupRegistry,
+    pub group: GroupContext,
     /// Where this node serves; the consumer manager reads topics and offsets through it.
     pub advertised_address: String,
 }
@@ -54,7 +49,7 @@ pub struct ConsumerManagerSettings {
     pub node_id: u64,
     /// Initial voters (node id → address); empty for a single voter at this node.
     pub voters: BTreeMap<u64, String>,
-    pub raft: openraft::Config,
+    pub timings: RaftTimings,
 }
 
 #[derive(Debug, Default)]
@@ -137,51 +132,29 @@ impl ConsumerManager {
         settings: ConsumerManagerSettings,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, CgError> {
-        let mut raft_config = settings.raft.clone();
-        raft_config.cluster_name = "consumer-manager".into();
-        let raft_config = Arc::new(
-            raft_config
-                .validate()
-                .map_err(|err| CgError::Raft(err.to_string()))?,
-        );
+        let group_config = GroupConfig::control("consumer-manager", &settings.timings)?;
         let mut voters = settings.voters.clone();
         if voters.is_empty() {
             voters.insert(settings.node_id, context.advertised_address.clone());
         }
-        let state_machine = GroupsStateMachine::open(context.store.clone())?;
+        let store = context.group.store.clone();
+        let group = GroupId::CONSUMER_MANAGER;
+        let state_machine = KvStateMachine::<GroupsState>::open(store.clone(), group)?;
         let state = state_machine.shared_state();
-        let log = mq_raft::RocksLogStore::new(context.store.clone(), GroupId::CONSUMER_MANAGER);
-        let network = GrpcNetworkFactory::new(
-            context.peers.clone(),
-            GroupId::CONSUMER_MANAGER,
-            settings.node_id,
-        );
-        let raft = openraft::Raft::new(settings.node_id, raft_config, network, log, state_machine)
-            .await
-            .map_err(|err| CgError::Raft(err.to_string()))?;
-        context.registry.register(
-            GroupId::CONSUMER_MANAGER,
-            Arc::new(RaftGroupRpc::new(raft.clone(), settings.node_id)),
-        );
-        if !raft
-            .is_initialized()
-            .await
-            .map_err(|err| CgError::Raft(err.to_string()))?
-        {
-            let members: BTreeMap<u64, BasicNode> = voters
-                .iter()
-                .map(|(id, address)| (*id, BasicNode::new(address)))
-                .collect();
-            match raft.initialize(members).await {
-                Ok(()) => tracing::info!(
-                    node = settings.node_id,
-                    ?voters,
-                    "initialized the consumer manager group"
-                ),
-                Err(RaftError::APIError(err)) => tracing::debug!(%err, "already initialized"),
-                Err(RaftError::Fatal(err)) => return Err(CgError::Raft(err.to_string())),
-            }
-        }
+        let spec = GroupSpec {
+            group,
+            node_id: settings.node_id,
+            config: group_config,
+            bootstrap: Some(voters),
+            disk: DiskGuard::unlimited(),
+        };
+        let raft = GroupsRaft::start(
+            &context.group,
+            spec,
+            RocksLogStore::new(store, group),
+            state_machine,
+        )
+        .await?;
         let client = Client::new(ClientConfig::new([context.advertised_address.clone()]))?;
         let manager = Arc::new(Self {
             raft,
@@ -200,7 +173,7 @@ impl ConsumerManager {
     }
 
     pub fn leader(&self) -> Option<u64> {
-        self.raft.metrics().borrow_watched().current_leader
+        self.raft.leader()
     }
 
     pub async fn shutdown(&self) {
@@ -209,9 +182,7 @@ impl ConsumerManager {
             task.abort();
         }
         self.queues.clear().await;
-        if let Err(err) = self.raft.shutdown().await {
-            tracing::warn!(%err, "consumer manager raft shutdown");
-        }
+        self.raft.shutdown().await;
     }
 
     // ---- membership -----------------------------------------------------------------------
@@ -646,50 +617,17 @@ impl ConsumerManager {
 
     /// Confirms this node leads and its state includes everything committed before now.
     async fn ensure_current(&self) -> Result<(), CgError> {
-        match self
-            .raft
-            .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(_) => Err(self.not_leader()),
-        }
-    }
-
-    async fn propose(&self, command: GroupCommand) -> Result<(), CgError> {
-        match self.raft.client_write(command).await {
-            Ok(response) => match response.data {
-                GroupResponse::Done => Ok(()),
-                GroupResponse::Refused { code, message } => Err(CgError::Refused { code, message }),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(self.not_leader())
-            }
-            Err(err) => Err(CgError::Raft(err.to_string())),
-        }
+        Ok(self.raft.ensure_current().await?)
     }
 
     fn not_leader(&self) -> CgError {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        let leader = metrics
-            .current_leader
-            .filter(|id| *id != self.node_id)
-            .and_then(|id| {
-                let node = metrics
-                    .membership_config
-                    .membership()
-                    .get_node(&id)?
-                    .clone();
-                Some(LeaderHint {
-                    id,
-                    address: node.addr,
-                })
-            });
-        match leader {
-            Some(leader) => CgError::NotLeader {
-                leader: Some(leader),
-            },
-            None => CgError::LeaderNotAvailable,
+        self.raft.not_leader().into()
+    }
+
+    async fn propose(&self, command: GroupCommand) -> Result<(), CgError> {
+        match self.raft.propose(command).await? {
+            GroupResponse::Done => Ok(()),
+            GroupResponse::Refused { code, message } => Err(CgError::Refused { code, message }),
         }
     }
 

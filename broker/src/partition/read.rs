@@ -5,12 +5,11 @@ use mq_common::ids::GroupId;
 use mq_common::records::Record;
 use mq_raft::keys::{self, CF_OFFSET_INDEX};
 use mq_raft::{RocksLogStore, Store};
-use openraft::EntryPayload;
 use rocksdb::{DBRawIterator, ReadOptions};
 
 use super::retention::{self, Cut, Retention};
 use super::state_machine::{IndexEntry, Progress};
-use super::types::{PartitionCommand, PartitionTypes};
+use super::types::{EntryPayload, PartitionCommand, PartitionTypes};
 use crate::batch::{BatchError, StoredBatch};
 
 /// How much one read may return. At least one record is returned when one is available, even

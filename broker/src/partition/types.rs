@@ -1,5 +1,6 @@
 //! The openraft type config of partition groups and the data their entries carry. openraft's
-//! types are pinned here once; the rest of the broker uses the aliases.
+//! types are pinned here once; the rest of the broker uses the aliases (and
+//! [`mq_raft::RaftGroup`] for everything a group does).
 
 use std::fmt;
 
@@ -71,13 +72,13 @@ openraft::declare_raft_types!(
         Node = BasicNode,
 );
 
-pub type PartitionRaft =
-    openraft::Raft<PartitionTypes, super::state_machine::PartitionStateMachine>;
+/// A partition's Raft group.
+pub type PartitionGroup =
+    mq_raft::RaftGroup<PartitionTypes, super::state_machine::PartitionStateMachine>;
+/// What a log entry carries (match on `Normal`, `Blank`, `Membership`).
+pub type EntryPayload = openraft::EntryPayload<PartitionCommand, u64, BasicNode>;
 pub type LogId = openraft::type_config::alias::LogIdOf<PartitionTypes>;
 pub type Entry = openraft::type_config::alias::EntryOf<PartitionTypes>;
 pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<PartitionTypes>;
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<PartitionTypes>;
 pub type Snapshot = openraft::type_config::alias::SnapshotOf<PartitionTypes, Vec<u8>>;
-pub type RaftMetrics = openraft::RaftMetrics<PartitionTypes>;
-pub type ClientWriteError =
-    openraft::error::RaftError<PartitionTypes, openraft::error::ClientWriteError<PartitionTypes>>;

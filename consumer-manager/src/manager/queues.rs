@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use mq_client::{ClientError, ErrorCode, FetchOptions, NewTopic, OffsetSpec, Record};
-use openraft::async_runtime::WatchReceiver;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -350,7 +349,7 @@ impl ConsumerManager {
         if self.leader() != Some(self.node_id) {
             return Err(self.not_leader());
         }
-        let term = self.raft.metrics().borrow_watched().current_term;
+        let term = self.raft.term();
         let mut map = self.queues.map.lock().await;
         if let Some(runtime) = map.get(name).filter(|r| r.term == term) {
             return Ok(runtime.clone());
@@ -594,7 +593,7 @@ async fn janitor(manager: Weak<ConsumerManager>, runtime: Weak<Runtime>) {
         let (Some(manager), Some(runtime)) = (manager.upgrade(), runtime.upgrade()) else {
             return;
         };
-        let term = manager.raft.metrics().borrow_watched().current_term;
+        let term = manager.raft.term();
         if manager.leader() != Some(manager.node_id) || term != runtime.term {
             let mut map = manager.queues.map.lock().await;
             if map

@@ -91,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
         args.out.display()
     );
     // Interrupted, the run is dropped: its nodes are killed and its namespaces removed.
-    let interrupted = mq_common::shutdown::on_signal();
+    let interrupted = mq_node::kit::shutdown::on_signal();
     let report = tokio::select! {
         report = run(&config) => report.map_err(|error| {
             error.context(format!(

@@ -1,7 +1,7 @@
 //! Shutdown signalling for binaries: SIGTERM and Ctrl-C cancel one token that every
 //! long-running task watches.
 
-pub use tokio_util::sync::CancellationToken;
+use tokio_util::sync::CancellationToken;
 
 /// Resolves on the first SIGTERM or SIGINT.
 pub async fn signal() {
