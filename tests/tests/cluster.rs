@@ -21,7 +21,8 @@ const PARTITIONS: u32 = 6;
 /// What one producer task ends with: acknowledged messages with their ack time, and errors.
 type Outcome = (Vec<(Instant, Acked)>, Vec<String>);
 
-/// Producers writing keyed batches to every partition until stopped.
+/// Producers writing keyed batches to every partition until stopped: each partition's task
+/// sends the keys the standard key hash puts in that partition, as a keyed producer would.
 struct Produce {
     stop: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<Outcome>>,
@@ -35,6 +36,7 @@ impl Produce {
             .map(|partition| {
                 let (client, topic, stop, seq) =
                     (client.clone(), topic.to_owned(), stop.clone(), seq.clone());
+                let keys = keys_of_partition(partition, partitions, 7);
                 tokio::spawn(async move {
                     let mut acked = Vec::new();
                     let mut errors = Vec::new();
@@ -42,7 +44,7 @@ impl Produce {
                         let first = seq.fetch_add(batch, Ordering::Relaxed);
                         let records: Vec<Record> = (first..first + batch)
                             .map(|i| {
-                                Record::keyed(format!("p{partition}-key{}", i % 7), format!("v{i}"))
+                                Record::keyed(keys[i % keys.len()].clone(), format!("v{i}"))
                                     .with_header("seq", i.to_string())
                                     .with_timestamp(1_700_000_000_000 + i as i64)
                             })
@@ -87,6 +89,15 @@ impl Produce {
     }
 }
 
+/// The first `count` keys `key<n>` that the standard key hash puts in `partition`.
+fn keys_of_partition(partition: u32, partitions: u32, count: usize) -> Vec<String> {
+    (0..)
+        .map(|n| format!("key{n}"))
+        .filter(|key| mq_client::partition_for_key(key.as_bytes(), partitions) == partition)
+        .take(count)
+        .collect()
+}
+
 async fn create_topic(
     cluster: &Cluster,
     client: &Client,
@@ -118,7 +129,7 @@ async fn verify(
     for partition in 0..partitions {
         stored.insert(partition, read_partition(client, topic, partition).await?);
     }
-    verify_stored(acked, &stored)
+    verify_stored(acked, &stored, partitions)
 }
 
 fn three_by_three() -> ClusterSpec {
