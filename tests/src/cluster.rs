@@ -366,6 +366,28 @@ impl Cluster {
     }
 }
 
+/// A gRPC connection to a node, e.g. for [`replica_status`].
+pub async fn connect(address: &str) -> anyhow::Result<tonic::transport::Channel> {
+    Ok(
+        tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+            .connect()
+            .await?,
+    )
+}
+
+/// Every replica the broker on `channel` hosts, as that broker reports it (its Raft node id,
+/// the leader it knows, the term, voters, high watermark, ...).
+pub async fn replica_status(
+    channel: &tonic::transport::Channel,
+) -> anyhow::Result<Vec<mq_proto::internal::ReplicaStatus>> {
+    use mq_proto::internal as ipb;
+    let status = ipb::replica_manager_client::ReplicaManagerClient::new(channel.clone())
+        .get_replica_status(ipb::GetReplicaStatusRequest { group_ids: vec![] })
+        .await?
+        .into_inner();
+    Ok(status.replicas)
+}
+
 /// Every record of a partition as one replica has it: fetched from that broker directly (any
 /// replica serves reads up to its own high watermark) from its log start offset, with its high
 /// watermark.

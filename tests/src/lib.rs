@@ -433,22 +433,41 @@ impl Node {
 
     /// SIGTERM, then wait (bounded) for the process to exit; returns its status.
     pub async fn terminate(&mut self) -> anyhow::Result<ExitStatus> {
-        let Some(mut child) = self.child.take() else {
-            bail!("node {} is not running", self.name);
-        };
-        signal(child.id(), Signal::SIGTERM)?;
+        self.send_terminate()?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = child.try_wait()? {
+            if let Some(status) = self.exit_status()? {
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                child.kill()?;
-                child.wait()?;
+                self.kill9()?;
                 bail!("node {} did not stop within 30 s of SIGTERM", self.name);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// SIGTERM without waiting: the process goes through its shutdown while the caller
+    /// watches what it does, polling [`Self::exit_status`] to learn when it is gone.
+    pub fn send_terminate(&self) -> anyhow::Result<()> {
+        match self.pid() {
+            Some(pid) => signal(pid, Signal::SIGTERM),
+            None => bail!("node {} is not running", self.name),
+        }
+    }
+
+    /// The process's exit status once it has exited (it is reaped then, and the node counts
+    /// as stopped); `None` while it still runs. Anything observed before a call that returns
+    /// `None` happened while the process was alive.
+    pub fn exit_status(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        let Some(child) = self.child.as_mut() else {
+            bail!("node {} is not running", self.name);
+        };
+        let status = child.try_wait()?;
+        if status.is_some() {
+            self.child = None;
+        }
+        Ok(status)
     }
 
     /// Starts the process again on the same data directory and port, and waits until ready.

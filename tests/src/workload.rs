@@ -117,11 +117,19 @@ pub async fn read_partition(
 }
 
 /// Checks that every acknowledged message is stored at its partition and offset, intact, that
-/// nothing else is stored, and that each key's messages are in one partition in send order.
+/// nothing else is stored, that the broker put each key's records in one partition, the one
+/// the standard key hash gives over `partitions`, and that each key's messages are stored in
+/// send order. `stored` holds every partition of the topic as read back from the broker.
 pub fn verify_stored(
     acked: &[Acked],
     stored: &BTreeMap<u32, Vec<ConsumedRecord>>,
+    partitions: u32,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        stored.keys().copied().eq(0..partitions),
+        "read back partitions {:?} of a topic of {partitions}",
+        stored.keys().collect::<Vec<_>>()
+    );
     let mut expected_counts: BTreeMap<u32, usize> = BTreeMap::new();
     for message in acked {
         *expected_counts.entry(message.partition).or_default() += 1;
@@ -157,17 +165,37 @@ pub fn verify_stored(
             records.len()
         );
     }
-    let mut last_offset: BTreeMap<&Bytes, (u32, u64)> = BTreeMap::new();
+    // Where the broker put each key, from what it returned, not from where we sent it.
+    let mut stored_in: BTreeMap<&Bytes, u32> = BTreeMap::new();
+    for (partition, records) in stored {
+        for consumed in records {
+            let key =
+                consumed.record.key.as_ref().with_context(|| {
+                    format!("{partition}/{} stored without a key", consumed.offset)
+                })?;
+            let first = *stored_in.entry(key).or_insert(*partition);
+            anyhow::ensure!(
+                first == *partition,
+                "key {key:?} spans partitions: stored in {first} and in {partition} (at {})",
+                consumed.offset
+            );
+        }
+    }
+    for (key, partition) in &stored_in {
+        let hashed = mq_common::partitioner::partition_for_key(key, partitions);
+        anyhow::ensure!(
+            *partition == hashed,
+            "key {key:?} stored in partition {partition}, the key hash gives {hashed} of {partitions}"
+        );
+    }
+    // Each key lives in one partition (checked above): its messages in send order have
+    // increasing offsets there.
+    let mut last_offset: BTreeMap<&Bytes, u64> = BTreeMap::new();
     for message in acked {
         let key = message.record.key.as_ref().expect("keyed");
-        if let Some((partition, offset)) = last_offset.get(key) {
-            anyhow::ensure!(
-                *partition == message.partition,
-                "key {key:?} spans partitions"
-            );
-            anyhow::ensure!(*offset < message.offset, "key {key:?} out of send order");
+        if let Some(offset) = last_offset.insert(key, message.offset) {
+            anyhow::ensure!(offset < message.offset, "key {key:?} out of send order");
         }
-        last_offset.insert(key, (message.partition, message.offset));
     }
     Ok(())
 }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use mq_client::{Client, ClientConfig, ErrorCode, NewTopic, Record};
-use mq_tests::cluster::{Cluster, ClusterSpec, fast_healing, replicas_identical};
+use mq_tests::cluster::{
+    Cluster, ClusterSpec, connect, fast_healing, replica_status, replicas_identical,
+};
 use mq_tests::wait_until;
 use mq_tests::workload::{Acked, produce_keyed, read_partition, verify_stored};
 use tokio::task::JoinHandle;
@@ -21,7 +23,8 @@ const PARTITIONS: u32 = 6;
 /// What one producer task ends with: acknowledged messages with their ack time, and errors.
 type Outcome = (Vec<(Instant, Acked)>, Vec<String>);
 
-/// Producers writing keyed batches to every partition until stopped.
+/// Producers writing keyed batches to every partition until stopped: each partition's task
+/// sends the keys the standard key hash puts in that partition, as a keyed producer would.
 struct Produce {
     stop: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<Outcome>>,
@@ -35,6 +38,7 @@ impl Produce {
             .map(|partition| {
                 let (client, topic, stop, seq) =
                     (client.clone(), topic.to_owned(), stop.clone(), seq.clone());
+                let keys = keys_of_partition(partition, partitions, 7);
                 tokio::spawn(async move {
                     let mut acked = Vec::new();
                     let mut errors = Vec::new();
@@ -42,7 +46,7 @@ impl Produce {
                         let first = seq.fetch_add(batch, Ordering::Relaxed);
                         let records: Vec<Record> = (first..first + batch)
                             .map(|i| {
-                                Record::keyed(format!("p{partition}-key{}", i % 7), format!("v{i}"))
+                                Record::keyed(keys[i % keys.len()].clone(), format!("v{i}"))
                                     .with_header("seq", i.to_string())
                                     .with_timestamp(1_700_000_000_000 + i as i64)
                             })
@@ -87,6 +91,15 @@ impl Produce {
     }
 }
 
+/// The first `count` keys `key<n>` that the standard key hash puts in `partition`.
+fn keys_of_partition(partition: u32, partitions: u32, count: usize) -> Vec<String> {
+    (0..)
+        .map(|n| format!("key{n}"))
+        .filter(|key| mq_client::partition_for_key(key.as_bytes(), partitions) == partition)
+        .take(count)
+        .collect()
+}
+
 async fn create_topic(
     cluster: &Cluster,
     client: &Client,
@@ -118,7 +131,7 @@ async fn verify(
     for partition in 0..partitions {
         stored.insert(partition, read_partition(client, topic, partition).await?);
     }
-    verify_stored(acked, &stored)
+    verify_stored(acked, &stored, partitions)
 }
 
 fn three_by_three() -> ClusterSpec {
@@ -319,6 +332,96 @@ async fn cluster_manager_leader_loss_stops_neither_admin_nor_data() -> anyhow::R
     .await
 }
 
+/// The partitions of `topic` the broker at `address` leads, with their terms, as it reports.
+async fn led_by(address: &str, topic: &str) -> anyhow::Result<BTreeMap<u32, u64>> {
+    Ok(replica_status(&connect(address).await?)
+        .await?
+        .into_iter()
+        .filter(|r| r.topic == topic && r.leader_node_id == Some(r.node_id))
+        .map(|r| (r.partition, r.term))
+        .collect())
+}
+
+/// What the other brokers reported while broker `id` went through its SIGTERM shutdown.
+struct Stopped {
+    status: std::process::ExitStatus,
+    /// When the exit was seen.
+    exited_at: Instant,
+    /// Per partition of the topic: the first other broker seen leading it at a higher term
+    /// than the given one, before the process exited.
+    led_before_exit: BTreeMap<u32, NewLeader>,
+}
+
+struct NewLeader {
+    broker: u32,
+    term: u64,
+    seen_at: Instant,
+}
+
+/// Sends SIGTERM to broker `id` and, until its process exits, polls the other brokers'
+/// replicas of `led` (partition -> the term broker `id` led it in). A replica that reports
+/// leading one of them is recorded only when the process was still running after the report
+/// came back.
+async fn stop_watching_leaders(
+    cluster: &mut Cluster,
+    id: u32,
+    topic: &str,
+    led: &BTreeMap<u32, u64>,
+) -> anyhow::Result<Stopped> {
+    const EXIT_WITHIN: Duration = Duration::from_secs(30);
+    let mut others = Vec::new();
+    for (index, broker) in cluster.brokers.iter().enumerate() {
+        if index as u32 + 1 != id {
+            others.push(connect(&broker.address()).await?);
+        }
+    }
+    cluster.broker(id).send_terminate()?;
+    let deadline = Instant::now() + EXIT_WITHIN;
+    let mut led_before_exit = BTreeMap::new();
+    loop {
+        let mut reports = Vec::new();
+        for channel in &others {
+            // A broker that does not answer this round simply reports nothing.
+            if let Ok(replicas) = replica_status(channel).await {
+                reports.extend(replicas);
+            }
+        }
+        if let Some(status) = cluster.broker(id).exit_status()? {
+            return Ok(Stopped {
+                status,
+                exited_at: Instant::now(),
+                led_before_exit,
+            });
+        }
+        // Still running: every report above was made while broker `id` was alive.
+        for replica in reports {
+            let Some(term) = led.get(&replica.partition) else {
+                continue;
+            };
+            if replica.topic == topic
+                && replica.leader_node_id == Some(replica.node_id)
+                && replica.term > *term
+            {
+                led_before_exit
+                    .entry(replica.partition)
+                    .or_insert(NewLeader {
+                        broker: mq_common::ids::broker_of_node(replica.node_id).0,
+                        term: replica.term,
+                        seen_at: Instant::now(),
+                    });
+            }
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "broker {id} did not exit within {EXIT_WITHIN:?} of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A broker stopped with SIGTERM hands its leaderships to other replicas before it exits: each
+/// partition it led is led elsewhere one term later (a transfer) while the process still runs,
+/// not elected after it died. Producers see no error and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rolling_restart_surfaces_no_error_and_loses_nothing() -> anyhow::Result<()> {
     Cluster::run(three_by_three(), async |cluster| {
@@ -326,9 +429,47 @@ async fn rolling_restart_surfaces_no_error_and_loses_nothing() -> anyhow::Result
         create_topic(cluster, &client, "events", 3).await?;
         let produce = Produce::start(&client, "events", 3, 10);
         for id in 1..=3 {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let status = cluster.broker(id).terminate().await?;
-            anyhow::ensure!(status.success(), "broker {id} exited with {status}");
+            // Each broker leads its preferred partition (the one before came back to lead
+            // its own), so every stop hands off a leadership.
+            wait_until(
+                "each broker leading one partition",
+                Duration::from_secs(30),
+                || async {
+                    let brokers = client.list_brokers().await.ok()?;
+                    brokers.iter().all(|b| b.leaders == 1).then_some(())
+                },
+            )
+            .await?;
+            let led = led_by(&cluster.broker(id).address(), "events").await?;
+            anyhow::ensure!(!led.is_empty(), "broker {id} leads nothing to hand off");
+            let stopped = stop_watching_leaders(cluster, id, "events", &led).await?;
+            anyhow::ensure!(
+                stopped.status.success(),
+                "broker {id} exited with {}",
+                stopped.status
+            );
+            for (partition, term) in &led {
+                let Some(new) = stopped.led_before_exit.get(partition) else {
+                    anyhow::bail!(
+                        "events/{partition}: no other broker led it before broker {id} exited \
+                         (it led it in term {term}): not handed off"
+                    );
+                };
+                anyhow::ensure!(
+                    new.term == term + 1,
+                    "events/{partition}: broker {} led it in term {} after broker {id}'s term \
+                     {term}: an election, not one transfer",
+                    new.broker,
+                    new.term
+                );
+                eprintln!(
+                    "events/{partition}: handed from broker {id} to broker {} (term {term} -> \
+                     {}), seen {:?} before broker {id}'s exit was",
+                    new.broker,
+                    new.term,
+                    stopped.exited_at.duration_since(new.seen_at)
+                );
+            }
             Cluster::restart(cluster.broker(id)).await?;
             cluster
                 .wait_fully_replicated(&client, "events", Duration::from_secs(30))

@@ -15,10 +15,11 @@ use mq_tests::workload::{produce_keyed, read_partition, verify_stored};
 const TOPIC: &str = "orders";
 const MESSAGES: usize = 10_000;
 const KEYS: usize = 50;
+const PARTITIONS: u32 = 3;
 
 async fn stored(client: &Client) -> anyhow::Result<BTreeMap<u32, Vec<mq_client::ConsumedRecord>>> {
     let mut stored = BTreeMap::new();
-    for partition in 0..3 {
+    for partition in 0..PARTITIONS {
         stored.insert(partition, read_partition(client, TOPIC, partition).await?);
     }
     Ok(stored)
@@ -29,7 +30,7 @@ async fn survives(stop: impl AsyncFnOnce(&mut Node) -> anyhow::Result<()>) -> an
     let mut node = Node::start_standalone("durability").await?;
     let client = node.client();
     client
-        .create_topic(TOPIC, NewTopic::default().partitions(3))
+        .create_topic(TOPIC, NewTopic::default().partitions(PARTITIONS))
         .await?;
     let mut acked = produce_keyed(&client, TOPIC, 0..MESSAGES, KEYS, 100).await?;
     assert_eq!(acked.len(), MESSAGES);
@@ -38,11 +39,11 @@ async fn survives(stop: impl AsyncFnOnce(&mut Node) -> anyhow::Result<()>) -> an
     node.restart().await?;
 
     let client = node.client();
-    verify_stored(&acked, &stored(&client).await?)?;
+    verify_stored(&acked, &stored(&client).await?, PARTITIONS)?;
 
     // The node keeps going where it left off.
     acked.extend(produce_keyed(&client, TOPIC, MESSAGES..MESSAGES + 1_000, KEYS, 100).await?);
-    verify_stored(&acked, &stored(&client).await?)?;
+    verify_stored(&acked, &stored(&client).await?, PARTITIONS)?;
     node.assert_no_panic();
     Ok(())
 }

@@ -117,6 +117,82 @@ async fn owners(client: &Client, group: &str) -> Option<BTreeMap<String, BTreeSe
     )
 }
 
+/// What the ownership watcher saw of a group, sample by sample.
+#[derive(Debug, Default)]
+struct Ownership {
+    /// Answers of the server sampled.
+    samples: u32,
+    /// Members -> samples in which those members together owned every partition.
+    whole: BTreeMap<usize, u32>,
+    /// The first sample with a partition owned by two members.
+    violation: Option<String>,
+}
+
+/// The watcher runs through the whole test, which lasts longer than c1's 2 s session timeout
+/// alone: at one sample per 25 ms plus a describe call that is 80 or more. Fewer than this
+/// means it hardly watched.
+const MIN_OWNERSHIP_SAMPLES: u32 = 40;
+
+/// Samples who owns which partition of `group` (12 partitions of `orders`) every 25 ms until
+/// `stop`, into `watched`; stops at the first partition owned twice.
+async fn watch_ownership(
+    client: Client,
+    group: &'static str,
+    watched: Arc<Mutex<Ownership>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if let Some(members) = owners(&client, group).await {
+            let mut seen = BTreeSet::new();
+            let twice = members
+                .values()
+                .flatten()
+                .find(|tp| !seen.insert((*tp).clone()));
+            let mut state = watched.lock().expect("watched");
+            state.samples += 1;
+            if let Some(tp) = twice {
+                state.violation = Some(format!("{tp:?} owned twice: {members:?}"));
+                return;
+            }
+            if seen.len() == 12 {
+                *state.whole.entry(members.len()).or_default() += 1;
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(Duration::from_millis(25)) => {}
+        }
+    }
+}
+
+/// Waits until the watcher has sampled `members` members owning every partition since this
+/// call (so it watched the group in this state), or fails with the violation it saw.
+async fn watched_whole(watched: &Arc<Mutex<Ownership>>, members: usize) -> anyhow::Result<()> {
+    let before = watched
+        .lock()
+        .expect("watched")
+        .whole
+        .get(&members)
+        .copied()
+        .unwrap_or(0);
+    wait_until(
+        &format!("the ownership watcher to sample {members} members owning all 12 partitions"),
+        Duration::from_secs(10),
+        || async {
+            let watched = watched.lock().expect("watched");
+            if watched.violation.is_some() {
+                return Some(());
+            }
+            (watched.whole.get(&members).copied().unwrap_or(0) > before).then_some(())
+        },
+    )
+    .await?;
+    if let Some(violation) = &watched.lock().expect("watched").violation {
+        anyhow::bail!("{violation}");
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_group_shares_partitions_while_members_join_leave_and_die() -> anyhow::Result<()> {
     let node = Node::start_standalone("groups").await?;
@@ -130,27 +206,14 @@ async fn a_group_shares_partitions_while_members_join_leave_and_die() -> anyhow:
     let seq = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     // Watches the server's view: no partition ever owned by two members.
-    let watcher = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            let mut samples = 0u32;
-            loop {
-                if let Some(members) = owners(&client, "billing").await {
-                    let mut seen = BTreeSet::new();
-                    for owned in members.values() {
-                        for tp in owned {
-                            assert!(seen.insert(tp.clone()), "{tp:?} owned twice: {members:?}");
-                        }
-                    }
-                    samples += 1;
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-                if samples > 100_000 {
-                    return samples;
-                }
-            }
-        })
-    };
+    let (watcher_stop_tx, watcher_stop) = tokio::sync::watch::channel(false);
+    let watched: Arc<Mutex<Ownership>> = Arc::default();
+    let watcher = tokio::spawn(watch_ownership(
+        client.clone(),
+        "billing",
+        watched.clone(),
+        watcher_stop,
+    ));
     let config = group_config("billing", "orders");
     let server = node.address();
     let mut c1 = spawn_consumer(
@@ -194,6 +257,7 @@ async fn a_group_shares_partitions_while_members_join_leave_and_die() -> anyhow:
         }
     };
     wait_until("3 members, stable", Duration::from_secs(30), members(3)).await?;
+    watched_whole(&watched, 3).await?;
     produce(&client, "orders", 12, 50).await?;
 
     // A fourth joins.
@@ -206,6 +270,7 @@ async fn a_group_shares_partitions_while_members_join_leave_and_die() -> anyhow:
         stop.clone(),
     );
     wait_until("4 members, stable", Duration::from_secs(30), members(4)).await?;
+    watched_whole(&watched, 4).await?;
     produce(&client, "orders", 12, 50).await?;
 
     // c2 leaves cleanly.
@@ -217,6 +282,7 @@ async fn a_group_shares_partitions_while_members_join_leave_and_die() -> anyhow:
         members(3),
     )
     .await?;
+    watched_whole(&watched, 3).await?;
     produce(&client, "orders", 12, 50).await?;
 
     // c1 dies: its task is aborted (no leave, no last commit); its session times out.
@@ -228,6 +294,7 @@ async fn a_group_shares_partitions_while_members_join_leave_and_die() -> anyhow:
         members(2),
     )
     .await?;
+    watched_whole(&watched, 2).await?;
     produce(&client, "orders", 12, 50).await?;
 
     // Everything produced (12 × 250) is processed at least once.
@@ -247,7 +314,21 @@ async fn a_group_shares_partitions_while_members_join_leave_and_die() -> anyhow:
     stop_tx.send(true)?;
     c3.await??;
     c4.await??;
-    watcher.abort();
+    watcher_stop_tx.send(true)?;
+    watcher.await?;
+    let watched = std::mem::take(&mut *watched.lock().expect("watched"));
+    if let Some(violation) = &watched.violation {
+        anyhow::bail!("{violation}");
+    }
+    anyhow::ensure!(
+        watched.samples >= MIN_OWNERSHIP_SAMPLES,
+        "the ownership watcher took only {} samples",
+        watched.samples
+    );
+    eprintln!(
+        "ownership watcher: {} samples, all 12 partitions owned in {:?} (members -> samples)",
+        watched.samples, watched.whole
+    );
 
     // Per partition, in processing order: no gap, and a handover repeats records only when the
     // previous owner died (c1) without committing them. Two owners reading at once would

@@ -239,6 +239,51 @@ async fn five_consumers_ack_each_message_once_nacks_return_and_poison_is_dead_le
     Ok(())
 }
 
+/// Where a received message of a key-ordered queue is: handled by its consumer, or its ack or
+/// nack sent and not answered yet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Flight {
+    Handling,
+    Settling,
+}
+
+/// The messages in flight per key, over every consumer: from when a receive answered with
+/// the message until the answer to its ack (or nack) came back.
+#[derive(Debug, Default)]
+struct InFlight(Mutex<HashMap<String, HashMap<String, Flight>>>);
+
+impl InFlight {
+    /// A consumer received a message of `key` under `lease`. Refused while another message of
+    /// the key is in flight and its ack not sent yet: the broker leased both at once. One
+    /// whose ack was sent may have been settled already, and the broker may answer the next
+    /// receive before the ack's answer reaches its consumer, so that one does not count.
+    fn received(&self, key: &str, lease: &str) -> anyhow::Result<()> {
+        let mut keys = self.0.lock().expect("in flight");
+        let leases = keys.entry(key.to_owned()).or_default();
+        if let Some((other, _)) = leases.iter().find(|(_, f)| **f == Flight::Handling) {
+            anyhow::bail!("{key} delivered (lease {lease}) while lease {other} of it is in flight");
+        }
+        leases.insert(lease.to_owned(), Flight::Handling);
+        Ok(())
+    }
+
+    /// Its ack or nack is about to be sent.
+    fn settling(&self, key: &str, lease: &str) {
+        let mut keys = self.0.lock().expect("in flight");
+        if let Some(flight) = keys.get_mut(key).and_then(|leases| leases.get_mut(lease)) {
+            *flight = Flight::Settling;
+        }
+    }
+
+    /// Its ack or nack was answered.
+    fn settled(&self, key: &str, lease: &str) {
+        let mut keys = self.0.lock().expect("in flight");
+        if let Some(leases) = keys.get_mut(key) {
+            leases.remove(lease);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn key_ordered_queue_keeps_each_keys_order_under_nacks() -> anyhow::Result<()> {
     const KEYS: usize = 10;
@@ -264,13 +309,13 @@ async fn key_ordered_queue_keeps_each_keys_order_under_nacks() -> anyhow::Result
         .collect();
     client.produce("orders", 0, records).await?;
 
-    // Per key: the sequence numbers in the order they were acked, and whether one is held.
+    // Per key: the sequence numbers in the order they were acked, and its messages in flight.
     let acked: Arc<Mutex<BTreeMap<String, Vec<usize>>>> = Arc::default();
-    let held: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let in_flight = Arc::new(InFlight::default());
     let mut workers = Vec::new();
     for _ in 0..5 {
         let consumer = QueueConsumer::new(ConsumerConfig::new([node.address()]), "fulfil")?;
-        let (acked, held) = (acked.clone(), held.clone());
+        let (acked, in_flight) = (acked.clone(), in_flight.clone());
         workers.push(tokio::spawn(async move {
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
@@ -279,30 +324,34 @@ async fn key_ordered_queue_keeps_each_keys_order_under_nacks() -> anyhow::Result
                     return anyhow::Ok(());
                 }
                 anyhow::ensure!(Instant::now() < deadline, "timed out with {done} acked");
-                for message in consumer.receive(10, Duration::from_millis(200)).await? {
+                let messages = consumer.receive(10, Duration::from_millis(200)).await?;
+                // Every message of this answer is in flight from now on, before any is acked.
+                let mut received = Vec::new();
+                for message in messages {
                     let value = value(&message);
                     let (key, seq) = value.split_once(':').expect("key:seq");
                     let seq: usize = seq.parse()?;
-                    anyhow::ensure!(
-                        held.lock().expect("held").insert(key.to_owned()),
-                        "{key} delivered while another of its messages is leased"
-                    );
+                    in_flight.received(key, &message.lease_id)?;
+                    received.push((key.to_owned(), seq, message));
+                }
+                for (key, seq, message) in received {
                     // Every fifth message fails once: it must not let the key's next one by.
                     let fail = seq.is_multiple_of(5) && message.delivery_attempt == 1;
-                    held.lock().expect("held").remove(key);
+                    in_flight.settling(&key, &message.lease_id);
                     if fail {
                         consumer
-                            .nack([message.lease_id], Duration::from_millis(30))
+                            .nack([message.lease_id.clone()], Duration::from_millis(30))
                             .await?;
                     } else {
                         acked
                             .lock()
                             .expect("acked")
-                            .entry(key.to_owned())
+                            .entry(key.clone())
                             .or_default()
                             .push(seq);
-                        consumer.ack([message.lease_id]).await?;
+                        consumer.ack([message.lease_id.clone()]).await?;
                     }
+                    in_flight.settled(&key, &message.lease_id);
                 }
             }
         }));
