@@ -51,13 +51,17 @@ macro_rules! control_call {
 mod admin;
 mod client;
 mod error;
+mod fetch;
 mod groups;
 mod metadata;
+mod produce;
 mod queues;
+mod routing;
+mod sequence;
 mod subscription;
 mod types;
 
-pub use client::{Client, ClientConfig, EncodedBatch, MAX_IN_FLIGHT_PER_PARTITION, ProduceSlot};
+pub use client::{Client, ClientConfig, MAX_IN_FLIGHT_PER_PARTITION};
 pub use error::ClientError;
 pub use mq_common::clock::now_ms;
 pub use mq_common::compression::Compression;
@@ -66,6 +70,8 @@ pub use mq_common::partitioner::{key_hash, partition_for_key};
 pub use mq_common::records::{Header, Record, encode_records};
 /// The protocol's messages, for the consumer-group and queue calls.
 pub use mq_proto::v1 as proto;
+pub use produce::EncodedBatch;
+pub use sequence::ProduceSlot;
 pub use subscription::Subscription;
 pub use types::{
     BrokerInfo, BrokerStatus, ClusterStatus, ConsumedRecord, FetchBatch, FetchOptions,

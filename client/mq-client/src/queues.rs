@@ -6,7 +6,7 @@
 use mq_proto::v1 as pb;
 use mq_proto::v1::queues_client::QueuesClient;
 
-use crate::client::{repeatable, reroutable};
+use crate::routing::{repeatable, reroutable};
 use crate::{Client, ClientError};
 
 impl Client {
