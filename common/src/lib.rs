@@ -4,6 +4,7 @@
 //!   validation.
 //! - [`error`]: the shared error-code enum and the one conversion between errors and
 //!   `tonic::Status` (with `google.rpc.ErrorInfo` details), both ways.
+//! - [`control`]: `LeaderFollower`, calling a replicated control plane where its leader is.
 //! - [`config`]: loading a TOML config file with `MQ_...__...` environment and flag overrides.
 //! - [`clock`]: `now_ms`, the wall clock in Unix milliseconds.
 //! - [`partitioner`]: the standard key hash that maps a record key to a partition.
@@ -18,6 +19,7 @@
 pub mod clock;
 pub mod compression;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod ids;
 pub mod partitioner;
