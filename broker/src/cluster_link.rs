@@ -1,9 +1,12 @@
 //! The broker's side of the control plane: registering with the cluster manager, heartbeating
 //! with the state of hosted replicas, and asking it about topics this broker does not host.
+//! Calls go to the cluster manager's leader through `mq_common::control::LeaderFollower`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mq_common::control::{CallPolicy, LeaderFollower};
 use mq_common::error::{ApiError, ErrorCode};
 use mq_proto::internal as ipb;
 use mq_proto::internal::cluster_manager_internal_client::ClusterManagerInternalClient;
@@ -12,6 +15,7 @@ use mq_proto::v1::metadata_client::MetadataClient;
 use mq_raft::transport::Peers;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 use crate::partition::ReplicaStatus;
 use crate::replicas::Replicas;
@@ -25,10 +29,9 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How this broker reaches the cluster manager.
 #[derive(Debug, Clone)]
 pub struct ClusterLink {
-    addresses: Vec<String>,
+    /// The cluster-manager nodes, and which answered last.
+    managers: Arc<LeaderFollower>,
     peers: Arc<Peers>,
-    /// The node that answered the last call: tried first (usually the leader).
-    last_answered: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Who this broker is, as registered.
@@ -42,76 +45,38 @@ pub struct BrokerIdentity {
 impl ClusterLink {
     pub fn new(addresses: Vec<String>, peers: Arc<Peers>) -> Self {
         Self {
-            addresses,
+            managers: Arc::new(LeaderFollower::new(addresses)),
             peers,
-            last_answered: Arc::default(),
         }
     }
 
     /// Calls `call` on cluster-manager nodes until one answers (each attempt bounded by
     /// `timeout`), starting with the one that answered last; follows not-leader hints. Only
     /// not-leader and unavailable answers move on to the next node: any other refusal is the
-    /// answer (a node that refuses bad input would refuse it everywhere).
+    /// answer (a node that refuses bad input would refuse it everywhere). Each node is tried
+    /// once (see [`CallPolicy::one_pass`]): callers retry on their own.
     pub async fn call<T, F, Fut>(&self, timeout: Duration, mut call: F) -> Result<T, ApiError>
     where
-        F: FnMut(tonic::transport::Channel) -> Fut,
-        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
     {
-        let mut last = ApiError::new(
-            ErrorCode::Unavailable,
-            "no cluster-manager address configured",
-        );
-        let mut candidates = self.addresses.clone();
-        if let Some(last) = self.last_answered.lock().expect("link lock").clone()
-            && let Some(at) = candidates.iter().position(|a| *a == last)
-        {
-            candidates[..=at].rotate_right(1);
-        }
-        let mut tried = 0;
-        while tried < candidates.len() && tried < 8 {
-            let address = candidates[tried].clone();
-            tried += 1;
-            let channel = match self.peers.channel(&address) {
-                Ok(channel) => channel,
-                Err(err) => {
-                    last = ApiError::new(ErrorCode::Unavailable, format!("{address}: {err}"));
-                    continue;
-                }
-            };
-            match tokio::time::timeout(timeout, call(channel)).await {
-                Ok(Ok(value)) => {
-                    *self.last_answered.lock().expect("link lock") = Some(address);
-                    return Ok(value);
-                }
-                Ok(Err(status)) => {
-                    last = ApiError::from_status(&status);
-                    let elsewhere = matches!(
-                        last.code,
-                        ErrorCode::NotLeader
-                            | ErrorCode::LeaderNotAvailable
-                            | ErrorCode::Unavailable
-                    );
-                    if !elsewhere {
-                        *self.last_answered.lock().expect("link lock") = Some(address);
-                        return Err(last);
-                    }
-                    tracing::debug!(%address, %status, "cluster-manager node cannot answer; trying the next");
-                    if let Some(leader) = &last.leader
-                        && !candidates.contains(&leader.address)
-                    {
-                        candidates.insert(tried, leader.address.clone());
-                    }
-                }
-                Err(_) => {
-                    tracing::debug!(%address, ?timeout, "cluster-manager call timed out");
-                    last = ApiError::new(
+        let policy = CallPolicy::one_pass(elsewhere, timeout);
+        self.managers
+            .call(&policy, |address| {
+                let attempt = match self.peers.channel(address) {
+                    Ok(channel) => Ok(call(channel)),
+                    Err(err) => Err(ApiError::new(
                         ErrorCode::Unavailable,
-                        format!("cluster manager {address} did not answer within {timeout:?}"),
-                    );
+                        format!("{address}: {err}"),
+                    )),
+                };
+                async move {
+                    attempt?
+                        .await
+                        .map_err(|status| ApiError::from_status(&status))
                 }
-            }
-        }
-        Err(last)
+            })
+            .await
     }
 
     pub async fn register(&self, me: &BrokerIdentity) -> Result<(), ApiError> {
@@ -144,7 +109,7 @@ impl ClusterLink {
             broker_id,
             replicas,
         };
-        let sends = self.addresses.iter().map(|address| {
+        let sends = self.managers.addresses().iter().map(|address| {
             let request = request.clone();
             let channel = self.peers.channel(address);
             async move {
@@ -200,6 +165,15 @@ impl ClusterLink {
             Err(err) => Err(err),
         }
     }
+}
+
+/// Refusals that another cluster-manager node may not give: this one is not the leader, knows
+/// none, or cannot be reached.
+fn elsewhere(error: &ApiError) -> bool {
+    matches!(
+        error.code,
+        ErrorCode::NotLeader | ErrorCode::LeaderNotAvailable | ErrorCode::Unavailable
+    )
 }
 
 /// The wire form of a replica's status.
