@@ -2,12 +2,14 @@
 //! with the state of hosted replicas, and asking it about topics this broker does not host.
 //! Calls go to the cluster manager's leader through `mq_common::control::LeaderFollower`.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mq_common::control::{CallPolicy, LeaderFollower};
 use mq_common::error::{ApiError, ErrorCode};
+use mq_common::ids::BrokerId;
 use mq_proto::internal as ipb;
 use mq_proto::internal::cluster_manager_internal_client::ClusterManagerInternalClient;
 use mq_proto::v1 as pb;
@@ -143,8 +145,9 @@ impl ClusterLink {
             }))
     }
 
-    /// The cluster's view of `topic`, with its brokers; `None` when it does not exist.
-    pub async fn topic(&self, topic: &str) -> Result<Option<pb::GetMetadataResponse>, ApiError> {
+    /// Where `topic`'s partitions are led, per the cluster manager; `None` when the topic
+    /// does not exist.
+    pub async fn topic(&self, topic: &str) -> Result<Option<TopicPlacement>, ApiError> {
         let request = pb::GetMetadataRequest {
             topics: vec![topic.to_owned()],
         };
@@ -160,7 +163,7 @@ impl ClusterLink {
             })
             .await;
         match outcome {
-            Ok(metadata) => Ok(Some(metadata)),
+            Ok(metadata) => Ok(Some(placement_from_proto(&metadata))),
             Err(err) if err.code == ErrorCode::TopicNotFound => Ok(None),
             Err(err) => Err(err),
         }
@@ -174,6 +177,49 @@ fn elsewhere(error: &ApiError) -> bool {
         error.code,
         ErrorCode::NotLeader | ErrorCode::LeaderNotAvailable | ErrorCode::Unavailable
     )
+}
+
+/// Where a topic's partitions are led, as the cluster manager knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPlacement {
+    pub partition_count: u32,
+    /// The leader of each partition whose leader and its address the cluster manager knows.
+    pub leaders: BTreeMap<u32, PartitionLeader>,
+}
+
+/// The broker leading a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLeader {
+    pub broker: BrokerId,
+    pub address: String,
+}
+
+/// The placement of the one topic a metadata answer for one topic describes.
+fn placement_from_proto(metadata: &pb::GetMetadataResponse) -> TopicPlacement {
+    let Some(topic) = metadata.topics.first() else {
+        return TopicPlacement {
+            partition_count: 0,
+            leaders: BTreeMap::new(),
+        };
+    };
+    let mut leaders = BTreeMap::new();
+    for partition in &topic.partitions {
+        let Some(leader_id) = partition.leader_id else {
+            continue;
+        };
+        if let Some(broker) = metadata.brokers.iter().find(|b| b.broker_id == leader_id) {
+            leaders
+                .entry(partition.partition)
+                .or_insert_with(|| PartitionLeader {
+                    broker: BrokerId(leader_id),
+                    address: broker.address.clone(),
+                });
+        }
+    }
+    TopicPlacement {
+        partition_count: topic.partitions.len() as u32,
+        leaders,
+    }
 }
 
 /// The wire form of a replica's status.
@@ -248,5 +294,47 @@ pub async fn run_membership(
             _ = tokio::time::sleep(interval) => {}
             _ = leader_changed.notified() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_placement_names_the_leaders_whose_address_the_answer_gives() {
+        let metadata = pb::GetMetadataResponse {
+            brokers: vec![pb::BrokerInfo {
+                broker_id: 2,
+                address: "10.0.0.2:7070".into(),
+                ..Default::default()
+            }],
+            topics: vec![pb::TopicMetadata {
+                name: "orders".into(),
+                partitions: [(0, Some(2)), (1, None), (2, Some(3))]
+                    .into_iter()
+                    .map(|(partition, leader_id)| pb::PartitionMetadata {
+                        partition,
+                        leader_id,
+                        replica_ids: vec![2, 3],
+                    })
+                    .collect(),
+            }],
+        };
+        let placement = placement_from_proto(&metadata);
+        assert_eq!(placement.partition_count, 3);
+        assert_eq!(
+            placement.leaders.into_iter().collect::<Vec<_>>(),
+            [(
+                0,
+                PartitionLeader {
+                    broker: BrokerId(2),
+                    address: "10.0.0.2:7070".into(),
+                }
+            )],
+            "partition 1 has no leader; partition 2's leader has no known address"
+        );
+        let empty = placement_from_proto(&pb::GetMetadataResponse::default());
+        assert_eq!(empty.partition_count, 0);
     }
 }
