@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use mq_common::control::LeaderFollower;
 use mq_proto::v1::broker_client::BrokerClient;
 use tonic::transport::{Channel, Endpoint};
 
@@ -76,6 +77,8 @@ pub(crate) struct Inner {
     pub(crate) metadata: RwLock<MetadataCache>,
     /// Idempotent produce: the producer id and next sequence per (topic, partition).
     pub(crate) sequences: Mutex<HashMap<(String, u32), Arc<PartitionSequence>>>,
+    /// The configured servers as the control plane's entry points, and which answered last.
+    pub(crate) control: LeaderFollower,
 }
 
 impl Client {
@@ -93,6 +96,7 @@ impl Client {
         }
         let client = Self {
             inner: Arc::new(Inner {
+                control: LeaderFollower::new(config.servers.clone()),
                 config,
                 channels: Mutex::default(),
                 metadata: RwLock::default(),

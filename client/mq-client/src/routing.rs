@@ -3,9 +3,9 @@
 //! `at_leader`, and `learn` from each routing error).
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mq_common::control::CallPolicy;
 use mq_common::error::{ApiError, ErrorCode};
 use mq_common::partitioner::partition_for_key;
 use mq_proto::v1 as pb;
@@ -98,9 +98,10 @@ impl Client {
         }
     }
 
-    /// Calls the control plane (metadata, admin) on the configured servers in turn, following
-    /// not-leader hints and retrying the errors `retry` accepts ([`reroutable`] for calls that
-    /// change something, [`repeatable`] for reads).
+    /// Calls the control plane (metadata, admin, groups, queues) on the configured servers in
+    /// turn, the one that answered last first, following not-leader hints and retrying the
+    /// errors `retry` accepts ([`reroutable`] for calls that change something, [`repeatable`]
+    /// for reads) with backoff until the request timeout.
     pub(crate) async fn control<T, F, Fut>(
         &self,
         retry: fn(&ClientError) -> bool,
@@ -110,32 +111,20 @@ impl Client {
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
-        let servers = self.inner.config.servers.clone();
-        let mut next = 0usize;
-        // A leader named by the last error, tried before the next configured server.
-        let hint: Arc<Mutex<Option<String>>> = Arc::default();
-        self.retrying(retry, |_| {
-            let address = hint
-                .lock()
-                .expect("hint lock")
-                .take()
-                .unwrap_or_else(|| servers[next % servers.len()].clone());
-            next += 1;
-            let call = self.channel(&address).map(&call);
-            let hint = hint.clone();
-            async move {
-                let outcome = call?.await.map_err(ClientError::from);
-                if let Err(ClientError::Api(ApiError {
-                    leader: Some(leader),
-                    ..
-                })) = &outcome
-                {
-                    *hint.lock().expect("hint lock") = Some(leader.address.clone());
-                }
-                outcome
-            }
-        })
-        .await
+        let config = &self.inner.config;
+        let policy = CallPolicy::until(
+            Instant::now() + config.request_timeout,
+            config.retry_backoff,
+            config.retry_backoff_max,
+            retry,
+        );
+        self.inner
+            .control
+            .call(&policy, |address| {
+                let call = self.channel(address).map(&call);
+                async move { call?.await.map_err(ClientError::from) }
+            })
+            .await
     }
 
     /// [`Self::control`] for a change whose effect the caller can check: lost connections are
