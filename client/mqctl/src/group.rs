@@ -3,8 +3,7 @@
 use std::io::Write;
 
 use clap::Subcommand;
-use mq_client::Client;
-use mq_client::proto as pb;
+use mq_client::{Client, ResetTo, TopicPartition};
 use serde_json::json;
 
 use crate::{Output, print_json};
@@ -40,7 +39,7 @@ pub enum GroupCommand {
     Delete { group: String },
 }
 
-fn partitions_text(refs: &[pb::PartitionRef]) -> String {
+fn partitions_text(refs: &[TopicPartition]) -> String {
     let listed: Vec<String> = refs
         .iter()
         .map(|r| format!("{}/{}", r.topic, r.partition))
@@ -52,7 +51,7 @@ fn partitions_text(refs: &[pb::PartitionRef]) -> String {
     }
 }
 
-fn refs_json(refs: &[pb::PartitionRef]) -> serde_json::Value {
+fn refs_json(refs: &[TopicPartition]) -> serde_json::Value {
     refs.iter()
         .map(|r| json!({"topic": r.topic, "partition": r.partition}))
         .collect()
@@ -70,7 +69,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     match command {
         GroupCommand::List => {
-            let groups = client.list_groups(pb::ListGroupsRequest {}).await?.groups;
+            let groups = client.list_groups().await?;
             match output {
                 Output::Json => print_json(
                     out,
@@ -88,9 +87,7 @@ pub async fn run(
             }
         }
         GroupCommand::Describe { group } => {
-            let described = client
-                .describe_group(pb::DescribeGroupRequest { group_id: group })
-                .await?;
+            let described = client.describe_group(&group).await?;
             match output {
                 Output::Json => print_json(
                     out,
@@ -171,52 +168,41 @@ pub async fn run(
             to_timestamp,
             shift_by,
         } => {
-            use pb::reset_offsets_request::To;
             let to = if to_earliest {
-                To::Earliest(true)
+                ResetTo::Earliest
             } else if to_latest {
-                To::Latest(true)
+                ResetTo::Latest
             } else if let Some(offset) = to_offset {
-                To::Offset(offset)
+                ResetTo::Offset(offset)
             } else if let Some(ms) = to_timestamp {
-                To::TimestampMs(ms)
+                ResetTo::Timestamp(ms)
             } else if let Some(by) = shift_by {
-                To::ShiftBy(by)
+                ResetTo::ShiftBy(by)
             } else {
                 anyhow::bail!(
                     "name where to: --to-earliest, --to-latest, --to-offset, --to-timestamp or --shift-by"
                 );
             };
             let reset = client
-                .reset_offsets(pb::ResetOffsetsRequest {
-                    group_id: group,
-                    topic,
-                    partitions,
-                    to: Some(to),
-                })
+                .reset_offsets(&group, &topic, &partitions, to)
                 .await?;
             match output {
                 Output::Json => print_json(
                     out,
                     &reset
-                        .offsets
                         .iter()
                         .map(|o| json!({"topic": o.topic, "partition": o.partition, "offset": o.offset}))
                         .collect::<Vec<_>>(),
                 )?,
                 Output::Text => {
-                    for o in reset.offsets {
+                    for o in reset {
                         writeln!(out, "{}/{} -> {}", o.topic, o.partition, o.offset)?;
                     }
                 }
             }
         }
         GroupCommand::Delete { group } => {
-            client
-                .delete_group(pb::DeleteGroupRequest {
-                    group_id: group.clone(),
-                })
-                .await?;
+            client.delete_group(&group).await?;
             if output == Output::Text {
                 writeln!(out, "deleted group {group}")?;
             }

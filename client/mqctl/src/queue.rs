@@ -3,10 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::time::Duration;
 
 use clap::Subcommand;
-use mq_client::proto as pb;
-use mq_client::{Client, ErrorCode, FetchOptions, Record};
+use mq_client::{
+    Client, ErrorCode, FetchOptions, NewQueue, OffsetCommit, QueueConfig, QueueStart, Record,
+    TopicPartition,
+};
 use serde_json::json;
 
 use crate::{Output, print_json, record_json};
@@ -60,10 +63,10 @@ pub enum DlqCommand {
     Redrive { queue: String },
 }
 
-fn config_json(config: &pb::QueueConfig) -> serde_json::Value {
+fn config_json(config: &QueueConfig) -> serde_json::Value {
     json!({
         "topic": config.topic,
-        "ack_deadline_ms": config.ack_deadline_ms,
+        "ack_deadline_ms": config.ack_deadline.as_millis() as u64,
         "max_deliveries": config.max_deliveries,
         "dead_letter_topic": config.dead_letter_topic,
         "key_ordered": config.key_ordered,
@@ -86,25 +89,19 @@ pub async fn run(
             key_ordered,
             from_earliest,
         } => {
-            let start = match from_earliest {
-                true => pb::StartPosition::Earliest,
-                false => pb::StartPosition::Latest,
+            let queue = NewQueue {
+                topic,
+                ack_deadline: (ack_deadline_ms > 0)
+                    .then(|| Duration::from_millis(u64::from(ack_deadline_ms))),
+                max_deliveries: (max_deliveries > 0).then_some(max_deliveries),
+                dead_letter_topic,
+                key_ordered,
+                start: match from_earliest {
+                    true => QueueStart::Earliest,
+                    false => QueueStart::Latest,
+                },
             };
-            let config = client
-                .create_queue(pb::CreateQueueRequest {
-                    name: name.clone(),
-                    config: Some(pb::QueueConfig {
-                        topic,
-                        ack_deadline_ms,
-                        max_deliveries,
-                        dead_letter_topic: dead_letter_topic.unwrap_or_default(),
-                        key_ordered,
-                        start: start.into(),
-                    }),
-                })
-                .await?
-                .config
-                .unwrap_or_default();
+            let config = client.create_queue(&name, queue).await?;
             match output {
                 Output::Json => {
                     print_json(out, &json!({"queue": name, "config": config_json(&config)}))?
@@ -117,35 +114,37 @@ pub async fn run(
             }
         }
         QueueCommand::List => {
-            let queues = client.list_queues(pb::ListQueuesRequest {}).await?.queues;
+            let queues = client.list_queues().await?;
             match output {
                 Output::Json => print_json(
                     out,
                     &queues
                         .iter()
-                        .map(|q| json!({"queue": q.name, "config": q.config.as_ref().map(config_json)}))
+                        .map(|q| json!({"queue": q.name, "config": config_json(&q.config)}))
                         .collect::<Vec<_>>(),
                 )?,
                 Output::Text => {
                     writeln!(out, "{:<24} {:<24} KEY-ORDERED", "QUEUE", "TOPIC")?;
                     for queue in &queues {
-                        let config = queue.config.clone().unwrap_or_default();
-                        writeln!(out, "{:<24} {:<24} {}", queue.name, config.topic, config.key_ordered)?;
+                        let config = &queue.config;
+                        writeln!(
+                            out,
+                            "{:<24} {:<24} {}",
+                            queue.name, config.topic, config.key_ordered
+                        )?;
                     }
                 }
             }
         }
         QueueCommand::Describe { name } => {
-            let queue = client
-                .describe_queue(pb::DescribeQueueRequest { name })
-                .await?;
-            let config = queue.config.clone().unwrap_or_default();
+            let queue = client.describe_queue(&name).await?;
+            let config = &queue.config;
             match output {
                 Output::Json => print_json(
                     out,
                     &json!({
                         "queue": queue.name,
-                        "config": config_json(&config),
+                        "config": config_json(config),
                         "partitions": queue.partitions.iter().map(|p| json!({
                             "partition": p.partition,
                             "settled_floor": p.settled_floor,
@@ -162,7 +161,7 @@ pub async fn run(
                         "queue {} on {} (ack deadline {} ms, {} deliveries, dead letters to {}{})",
                         queue.name,
                         config.topic,
-                        config.ack_deadline_ms,
+                        config.ack_deadline.as_millis(),
                         config.max_deliveries,
                         config.dead_letter_topic,
                         if config.key_ordered {
@@ -188,9 +187,7 @@ pub async fn run(
             }
         }
         QueueCommand::Delete { name } => {
-            client
-                .delete_queue(pb::DeleteQueueRequest { name: name.clone() })
-                .await?;
+            client.delete_queue(&name).await?;
             writeln!(out, "deleted queue {name}")?;
         }
     }
@@ -199,12 +196,7 @@ pub async fn run(
 
 /// The topic a queue's dead letters go to.
 async fn dead_letter_topic(client: &Client, queue: &str) -> anyhow::Result<(String, String)> {
-    let described = client
-        .describe_queue(pb::DescribeQueueRequest {
-            name: queue.to_owned(),
-        })
-        .await?;
-    let config = described.config.unwrap_or_default();
+    let config = client.describe_queue(queue).await?.config;
     Ok((config.dead_letter_topic, config.topic))
 }
 
@@ -255,16 +247,10 @@ pub async fn run_dlq(
             // Where the last redrive stopped: an offset committed for a tool group.
             let group = format!("mqctl.redrive.{queue}");
             let committed = match client
-                .fetch_offsets(pb::FetchOffsetsRequest {
-                    group_id: group.clone(),
-                    partitions: vec![pb::PartitionRef {
-                        topic: dlq.clone(),
-                        partition: 0,
-                    }],
-                })
+                .fetch_offsets(&group, &[TopicPartition::new(dlq.clone(), 0)])
                 .await
             {
-                Ok(response) => response.offsets.first().map_or(0, |c| c.offset),
+                Ok(offsets) => offsets.first().map_or(0, |c| c.offset),
                 Err(error) if error.code() == ErrorCode::GroupNotFound => 0,
                 Err(error) => return Err(error.into()),
             };
@@ -300,17 +286,7 @@ pub async fn run_dlq(
                 client.produce(&topic, partition, records).await?;
             }
             client
-                .commit_offsets(pb::CommitOffsetsRequest {
-                    group_id: group,
-                    member_id: String::new(),
-                    member_epoch: 0,
-                    offsets: vec![pb::OffsetCommit {
-                        topic: dlq.clone(),
-                        partition: 0,
-                        offset: end,
-                        metadata: String::new(),
-                    }],
-                })
+                .commit_offsets(OffsetCommit::new(group).offset(dlq.clone(), 0, end))
                 .await?;
             writeln!(out, "redrove {count} messages from {dlq}")?;
         }
