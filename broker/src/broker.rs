@@ -485,17 +485,11 @@ impl Broker {
             Ok(None) => Err(BrokerError::TopicNotFound {
                 topic: topic.to_string(),
             }),
-            Ok(Some(metadata)) => {
-                let partitions = metadata
-                    .topics
-                    .first()
-                    .map_or(0, |t| t.partitions.len() as u32);
-                Ok(HostedTopic {
-                    partition_count: partitions,
-                    max_message_bytes: u32::MAX,
-                    partitions: BTreeMap::new(),
-                })
-            }
+            Ok(Some(placement)) => Ok(HostedTopic {
+                partition_count: placement.partition_count,
+                max_message_bytes: u32::MAX,
+                partitions: BTreeMap::new(),
+            }),
             Err(err) => Err(BrokerError::Unavailable(format!(
                 "topic '{topic}' is not hosted here and the cluster manager cannot be asked: {err}"
             ))),
@@ -506,17 +500,9 @@ impl Broker {
     /// knows it.
     async fn not_hosted(&self, topic: &TopicName, partition: u32) -> BrokerError {
         let leader = match self.cluster.topic(topic.as_str()).await {
-            Ok(Some(metadata)) => metadata.topics.first().and_then(|t| {
-                let leader_id = t
-                    .partitions
-                    .iter()
-                    .find(|p| p.partition == partition)?
-                    .leader_id?;
-                let broker = metadata.brokers.iter().find(|b| b.broker_id == leader_id)?;
-                Some(LeaderHint {
-                    id: u64::from(leader_id),
-                    address: broker.address.clone(),
-                })
+            Ok(Some(placement)) => placement.leaders.get(&partition).map(|leader| LeaderHint {
+                id: u64::from(leader.broker.0),
+                address: leader.address.clone(),
             }),
             _ => None,
         };

@@ -1,10 +1,15 @@
 //! The broker's side of the control plane: registering with the cluster manager, heartbeating
 //! with the state of hosted replicas, and asking it about topics this broker does not host.
+//! Calls go to the cluster manager's leader through `mq_common::control::LeaderFollower`.
 
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mq_common::control::{CallPolicy, LeaderFollower};
 use mq_common::error::{ApiError, ErrorCode};
+use mq_common::ids::BrokerId;
 use mq_proto::internal as ipb;
 use mq_proto::internal::cluster_manager_internal_client::ClusterManagerInternalClient;
 use mq_proto::v1 as pb;
@@ -12,6 +17,7 @@ use mq_proto::v1::metadata_client::MetadataClient;
 use mq_raft::transport::Peers;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 use crate::partition::ReplicaStatus;
 use crate::replicas::Replicas;
@@ -25,10 +31,9 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How this broker reaches the cluster manager.
 #[derive(Debug, Clone)]
 pub struct ClusterLink {
-    addresses: Vec<String>,
+    /// The cluster-manager nodes, and which answered last.
+    managers: Arc<LeaderFollower>,
     peers: Arc<Peers>,
-    /// The node that answered the last call: tried first (usually the leader).
-    last_answered: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Who this broker is, as registered.
@@ -42,76 +47,38 @@ pub struct BrokerIdentity {
 impl ClusterLink {
     pub fn new(addresses: Vec<String>, peers: Arc<Peers>) -> Self {
         Self {
-            addresses,
+            managers: Arc::new(LeaderFollower::new(addresses)),
             peers,
-            last_answered: Arc::default(),
         }
     }
 
     /// Calls `call` on cluster-manager nodes until one answers (each attempt bounded by
     /// `timeout`), starting with the one that answered last; follows not-leader hints. Only
     /// not-leader and unavailable answers move on to the next node: any other refusal is the
-    /// answer (a node that refuses bad input would refuse it everywhere).
+    /// answer (a node that refuses bad input would refuse it everywhere). Each node is tried
+    /// once (see [`CallPolicy::one_pass`]): callers retry on their own.
     pub async fn call<T, F, Fut>(&self, timeout: Duration, mut call: F) -> Result<T, ApiError>
     where
-        F: FnMut(tonic::transport::Channel) -> Fut,
-        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
     {
-        let mut last = ApiError::new(
-            ErrorCode::Unavailable,
-            "no cluster-manager address configured",
-        );
-        let mut candidates = self.addresses.clone();
-        if let Some(last) = self.last_answered.lock().expect("link lock").clone()
-            && let Some(at) = candidates.iter().position(|a| *a == last)
-        {
-            candidates[..=at].rotate_right(1);
-        }
-        let mut tried = 0;
-        while tried < candidates.len() && tried < 8 {
-            let address = candidates[tried].clone();
-            tried += 1;
-            let channel = match self.peers.channel(&address) {
-                Ok(channel) => channel,
-                Err(err) => {
-                    last = ApiError::new(ErrorCode::Unavailable, format!("{address}: {err}"));
-                    continue;
-                }
-            };
-            match tokio::time::timeout(timeout, call(channel)).await {
-                Ok(Ok(value)) => {
-                    *self.last_answered.lock().expect("link lock") = Some(address);
-                    return Ok(value);
-                }
-                Ok(Err(status)) => {
-                    last = ApiError::from_status(&status);
-                    let elsewhere = matches!(
-                        last.code,
-                        ErrorCode::NotLeader
-                            | ErrorCode::LeaderNotAvailable
-                            | ErrorCode::Unavailable
-                    );
-                    if !elsewhere {
-                        *self.last_answered.lock().expect("link lock") = Some(address);
-                        return Err(last);
-                    }
-                    tracing::debug!(%address, %status, "cluster-manager node cannot answer; trying the next");
-                    if let Some(leader) = &last.leader
-                        && !candidates.contains(&leader.address)
-                    {
-                        candidates.insert(tried, leader.address.clone());
-                    }
-                }
-                Err(_) => {
-                    tracing::debug!(%address, ?timeout, "cluster-manager call timed out");
-                    last = ApiError::new(
+        let policy = CallPolicy::one_pass(elsewhere, timeout);
+        self.managers
+            .call(&policy, |address| {
+                let attempt = match self.peers.channel(address) {
+                    Ok(channel) => Ok(call(channel)),
+                    Err(err) => Err(ApiError::new(
                         ErrorCode::Unavailable,
-                        format!("cluster manager {address} did not answer within {timeout:?}"),
-                    );
+                        format!("{address}: {err}"),
+                    )),
+                };
+                async move {
+                    attempt?
+                        .await
+                        .map_err(|status| ApiError::from_status(&status))
                 }
-            }
-        }
-        Err(last)
+            })
+            .await
     }
 
     pub async fn register(&self, me: &BrokerIdentity) -> Result<(), ApiError> {
@@ -144,7 +111,7 @@ impl ClusterLink {
             broker_id,
             replicas,
         };
-        let sends = self.addresses.iter().map(|address| {
+        let sends = self.managers.addresses().iter().map(|address| {
             let request = request.clone();
             let channel = self.peers.channel(address);
             async move {
@@ -178,8 +145,9 @@ impl ClusterLink {
             }))
     }
 
-    /// The cluster's view of `topic`, with its brokers; `None` when it does not exist.
-    pub async fn topic(&self, topic: &str) -> Result<Option<pb::GetMetadataResponse>, ApiError> {
+    /// Where `topic`'s partitions are led, per the cluster manager; `None` when the topic
+    /// does not exist.
+    pub async fn topic(&self, topic: &str) -> Result<Option<TopicPlacement>, ApiError> {
         let request = pb::GetMetadataRequest {
             topics: vec![topic.to_owned()],
         };
@@ -195,10 +163,62 @@ impl ClusterLink {
             })
             .await;
         match outcome {
-            Ok(metadata) => Ok(Some(metadata)),
+            Ok(metadata) => Ok(Some(placement_from_proto(&metadata))),
             Err(err) if err.code == ErrorCode::TopicNotFound => Ok(None),
             Err(err) => Err(err),
         }
+    }
+}
+
+/// Refusals that another cluster-manager node may not give: this one is not the leader, knows
+/// none, or cannot be reached.
+fn elsewhere(error: &ApiError) -> bool {
+    matches!(
+        error.code,
+        ErrorCode::NotLeader | ErrorCode::LeaderNotAvailable | ErrorCode::Unavailable
+    )
+}
+
+/// Where a topic's partitions are led, as the cluster manager knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPlacement {
+    pub partition_count: u32,
+    /// The leader of each partition whose leader and its address the cluster manager knows.
+    pub leaders: BTreeMap<u32, PartitionLeader>,
+}
+
+/// The broker leading a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLeader {
+    pub broker: BrokerId,
+    pub address: String,
+}
+
+/// The placement of the one topic a metadata answer for one topic describes.
+fn placement_from_proto(metadata: &pb::GetMetadataResponse) -> TopicPlacement {
+    let Some(topic) = metadata.topics.first() else {
+        return TopicPlacement {
+            partition_count: 0,
+            leaders: BTreeMap::new(),
+        };
+    };
+    let mut leaders = BTreeMap::new();
+    for partition in &topic.partitions {
+        let Some(leader_id) = partition.leader_id else {
+            continue;
+        };
+        if let Some(broker) = metadata.brokers.iter().find(|b| b.broker_id == leader_id) {
+            leaders
+                .entry(partition.partition)
+                .or_insert_with(|| PartitionLeader {
+                    broker: BrokerId(leader_id),
+                    address: broker.address.clone(),
+                });
+        }
+    }
+    TopicPlacement {
+        partition_count: topic.partitions.len() as u32,
+        leaders,
     }
 }
 
@@ -274,5 +294,47 @@ pub async fn run_membership(
             _ = tokio::time::sleep(interval) => {}
             _ = leader_changed.notified() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_placement_names_the_leaders_whose_address_the_answer_gives() {
+        let metadata = pb::GetMetadataResponse {
+            brokers: vec![pb::BrokerInfo {
+                broker_id: 2,
+                address: "10.0.0.2:7070".into(),
+                ..Default::default()
+            }],
+            topics: vec![pb::TopicMetadata {
+                name: "orders".into(),
+                partitions: [(0, Some(2)), (1, None), (2, Some(3))]
+                    .into_iter()
+                    .map(|(partition, leader_id)| pb::PartitionMetadata {
+                        partition,
+                        leader_id,
+                        replica_ids: vec![2, 3],
+                    })
+                    .collect(),
+            }],
+        };
+        let placement = placement_from_proto(&metadata);
+        assert_eq!(placement.partition_count, 3);
+        assert_eq!(
+            placement.leaders.into_iter().collect::<Vec<_>>(),
+            [(
+                0,
+                PartitionLeader {
+                    broker: BrokerId(2),
+                    address: "10.0.0.2:7070".into(),
+                }
+            )],
+            "partition 1 has no leader; partition 2's leader has no known address"
+        );
+        let empty = placement_from_proto(&pb::GetMetadataResponse::default());
+        assert_eq!(empty.partition_count, 0);
     }
 }

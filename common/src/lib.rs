@@ -4,6 +4,7 @@
 //!   validation.
 //! - [`error`]: the shared error-code enum and the one conversion between errors and
 //!   `tonic::Status` (with `google.rpc.ErrorInfo` details), both ways.
+//! - [`control`]: `LeaderFollower`, calling a replicated control plane where its leader is.
 //! - [`clock`]: `now_ms`, the wall clock in Unix milliseconds.
 //! - [`partitioner`]: the standard key hash that maps a record key to a partition.
 //! - [`compression`]: the batch codecs (none, LZ4 frame, Zstandard frame).
@@ -15,6 +16,7 @@
 
 pub mod clock;
 pub mod compression;
+pub mod control;
 pub mod error;
 pub mod ids;
 pub mod partitioner;

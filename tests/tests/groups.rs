@@ -8,9 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use mq_client::proto as pb;
-use mq_client::{Client, ClientError, ErrorCode, NewTopic, Record};
+use mq_client::{
+    Client, ClientError, CommittedOffset, ErrorCode, Heartbeat, NewTopic, OffsetCommit, Record,
+    ResetTo, TopicPartition,
+};
 use mq_consumer::{Consumer, ConsumerConfig, GroupConfig};
+use mq_proto::v1 as pb;
 use mq_tests::cluster::{Cluster, ClusterSpec};
 use mq_tests::{Node, wait_until};
 use tokio::task::JoinHandle;
@@ -83,23 +86,13 @@ async fn produce(
 }
 
 /// All committed offsets of `group`.
-async fn committed(client: &Client, group: &str) -> Result<pb::FetchOffsetsResponse, ClientError> {
-    client
-        .fetch_offsets(pb::FetchOffsetsRequest {
-            group_id: group.to_owned(),
-            partitions: vec![],
-        })
-        .await
+async fn committed(client: &Client, group: &str) -> Result<Vec<CommittedOffset>, ClientError> {
+    client.fetch_offsets(group, &[]).await
 }
 
 /// Members of `group` per the server, with what each owns (assignment + revoking).
 async fn owners(client: &Client, group: &str) -> Option<BTreeMap<String, BTreeSet<(String, u32)>>> {
-    let described = client
-        .describe_group(pb::DescribeGroupRequest {
-            group_id: group.to_owned(),
-        })
-        .await
-        .ok()?;
+    let described = client.describe_group(group).await.ok()?;
     Some(
         described
             .members
@@ -246,12 +239,7 @@ async fn a_group_shares_partitions_while_members_join_leave_and_die() -> anyhow:
         move || {
             let client = client.clone();
             async move {
-                let described = client
-                    .describe_group(pb::DescribeGroupRequest {
-                        group_id: "billing".into(),
-                    })
-                    .await
-                    .ok()?;
+                let described = client.describe_group("billing").await.ok()?;
                 (described.members.len() == n && described.state == "stable").then_some(())
             }
         }
@@ -374,11 +362,8 @@ async fn a_group_shares_partitions_while_members_join_leave_and_die() -> anyhow:
     }
     // After a clean stop every partition's committed offset is its end.
     let committed = committed(&client, "billing").await?;
-    assert_eq!(committed.offsets.len(), 12);
-    assert!(
-        committed.offsets.iter().all(|o| o.offset == 250),
-        "{committed:?}"
-    );
+    assert_eq!(committed.len(), 12);
+    assert!(committed.iter().all(|o| o.offset == 250), "{committed:?}");
     node.assert_no_panic();
     Ok(())
 }
@@ -402,13 +387,7 @@ async fn a_static_member_restarts_without_a_rebalance_and_zombies_are_fenced() -
     first.subscribe(static_config.clone()).await?;
     let describe = || {
         let client = client.clone();
-        async move {
-            client
-                .describe_group(pb::DescribeGroupRequest {
-                    group_id: "cache".into(),
-                })
-                .await
-        }
+        async move { client.describe_group("cache").await }
     };
     // Poll both streams so they apply assignments (no records: nothing is produced).
     let settle = |consumer: &mut Consumer| {
@@ -482,25 +461,16 @@ async fn a_static_member_restarts_without_a_rebalance_and_zombies_are_fenced() -
     // The old incarnation is a zombie: its commits are refused and change nothing.
     let tp = &static_before.assignment[0];
     let zombie = client
-        .commit_offsets(pb::CommitOffsetsRequest {
-            group_id: "cache".into(),
-            member_id: static_before.member_id.clone(),
-            member_epoch: static_before.member_epoch,
-            offsets: vec![pb::OffsetCommit {
-                topic: tp.topic.clone(),
-                partition: tp.partition,
-                offset: 7,
-                metadata: String::new(),
-            }],
-        })
+        .commit_offsets(
+            OffsetCommit::new("cache")
+                .member(static_before.member_id.clone(), static_before.member_epoch)
+                .offset(tp.topic.clone(), tp.partition, 7),
+        )
         .await
         .unwrap_err();
     assert_eq!(zombie.code(), ErrorCode::UnknownMember, "{zombie}");
     let committed = committed(&client, "cache").await?;
-    assert!(
-        committed.offsets.iter().all(|o| o.offset != 7),
-        "{committed:?}"
-    );
+    assert!(committed.iter().all(|o| o.offset != 7), "{committed:?}");
     node.assert_no_panic();
     Ok(())
 }
@@ -513,24 +483,18 @@ async fn group_bad_input_is_refused_without_a_state_change() -> anyhow::Result<(
         .create_topic("t", NewTopic::default().partitions(2))
         .await?;
     let join = client
-        .heartbeat(pb::GroupHeartbeatRequest {
+        .heartbeat(Heartbeat {
             group_id: "g".into(),
             topics: vec!["t".into()],
-            ..Default::default()
+            ..Heartbeat::default()
         })
         .await?;
     assert_eq!(join.assignment.len(), 2);
     assert!(join.member_epoch >= 1);
-    let commit = |member_id: &str, epoch: u32, partition: u32| pb::CommitOffsetsRequest {
-        group_id: "g".into(),
-        member_id: member_id.into(),
-        member_epoch: epoch,
-        offsets: vec![pb::OffsetCommit {
-            topic: "t".into(),
-            partition,
-            offset: 1,
-            metadata: String::new(),
-        }],
+    let commit = |member_id: &str, epoch: u32, partition: u32| {
+        OffsetCommit::new("g")
+            .member(member_id, epoch)
+            .offset("t", partition, 1)
     };
     client
         .commit_offsets(commit(&join.member_id, join.member_epoch, 0))
@@ -575,32 +539,22 @@ async fn group_bad_input_is_refused_without_a_state_change() -> anyhow::Result<(
         "members",
     );
     expect(
-        client
-            .describe_group(pb::DescribeGroupRequest {
-                group_id: "missing".into(),
-            })
-            .await
-            .map(drop),
+        client.describe_group("missing").await.map(drop),
         ErrorCode::GroupNotFound,
         "missing",
     );
     expect(
-        client
-            .describe_group(pb::DescribeGroupRequest {
-                group_id: "bad group".into(),
-            })
-            .await
-            .map(drop),
+        client.describe_group("bad group").await.map(drop),
         ErrorCode::InvalidArgument,
         "group_id",
     );
     expect(
         client
-            .heartbeat(pb::GroupHeartbeatRequest {
+            .heartbeat(Heartbeat {
                 group_id: "g".into(),
                 topics: vec!["t".into()],
-                session_timeout_ms: 5,
-                ..Default::default()
+                session_timeout: Duration::from_millis(5),
+                ..Heartbeat::default()
             })
             .await
             .map(drop),
@@ -609,9 +563,9 @@ async fn group_bad_input_is_refused_without_a_state_change() -> anyhow::Result<(
     );
     expect(
         client
-            .heartbeat(pb::GroupHeartbeatRequest {
+            .heartbeat(Heartbeat {
                 group_id: "g".into(),
-                ..Default::default()
+                ..Heartbeat::default()
             })
             .await
             .map(drop),
@@ -620,11 +574,11 @@ async fn group_bad_input_is_refused_without_a_state_change() -> anyhow::Result<(
     );
     expect(
         client
-            .heartbeat(pb::GroupHeartbeatRequest {
+            .heartbeat(Heartbeat {
                 group_id: "g".into(),
                 member_id: "ghost".into(),
                 topics: vec!["t".into()],
-                ..Default::default()
+                ..Heartbeat::default()
             })
             .await
             .map(drop),
@@ -633,34 +587,20 @@ async fn group_bad_input_is_refused_without_a_state_change() -> anyhow::Result<(
     );
     expect(
         client
-            .reset_offsets(pb::ResetOffsetsRequest {
-                group_id: "g".into(),
-                topic: "t".into(),
-                partitions: vec![],
-                to: Some(pb::reset_offsets_request::To::Earliest(true)),
-            })
+            .reset_offsets("g", "t", &[], ResetTo::Earliest)
             .await
             .map(drop),
         ErrorCode::GroupNotEmpty,
         "members",
     );
     expect(
-        client
-            .delete_group(pb::DeleteGroupRequest {
-                group_id: "g".into(),
-            })
-            .await
-            .map(drop),
+        client.delete_group("g").await.map(drop),
         ErrorCode::GroupNotEmpty,
         "members",
     );
     let after = committed(&client, "g").await?;
     assert_eq!(before, after, "a refused request changed the offsets");
-    let described = client
-        .describe_group(pb::DescribeGroupRequest {
-            group_id: "g".into(),
-        })
-        .await?;
+    let described = client.describe_group("g").await?;
     assert_eq!(described.members.len(), 1);
 
     // The consumer crate: commit without a group is refused locally.
@@ -693,23 +633,13 @@ async fn committed_offsets_survive_the_loss_of_the_consumer_manager_leader() -> 
         tokio::spawn(async move {
             let mut highest_read = 0u64;
             for offset in 1..=u64::MAX {
-                let request = pb::CommitOffsetsRequest {
-                    group_id: "ledger".into(),
-                    member_id: String::new(),
-                    member_epoch: 0,
-                    offsets: vec![pb::OffsetCommit {
-                        topic: "events".into(),
-                        partition: 0,
-                        offset,
-                        metadata: String::new(),
-                    }],
-                };
-                if client.commit_offsets(request).await.is_ok() {
+                let commit = OffsetCommit::new("ledger").offset("events", 0, offset);
+                if client.commit_offsets(commit).await.is_ok() {
                     acknowledged.store(offset, Ordering::SeqCst);
                 }
                 let read = committed(&client, "ledger").await;
                 if let Ok(read) = read {
-                    let now = read.offsets[0].offset;
+                    let now = read[0].offset;
                     assert!(
                         now >= highest_read,
                         "committed offset went back from {highest_read} to {now}"
@@ -765,9 +695,9 @@ async fn committed_offsets_survive_the_loss_of_the_consumer_manager_leader() -> 
         .map_err(|e| assert!(e.is_cancelled(), "the committer failed: {e}"));
     let read = committed(&client, "ledger").await?;
     assert!(
-        read.offsets[0].offset >= last,
+        read[0].offset >= last,
         "acknowledged {last}, read {}",
-        read.offsets[0].offset
+        read[0].offset
     );
     cluster.assert_no_panic();
     Ok(())
@@ -874,16 +804,16 @@ async fn a_member_holding_a_revoked_partition_past_its_rebalance_timeout_is_remo
     client
         .create_topic("t", NewTopic::default().partitions(4))
         .await?;
-    let beat = |member_id: String, epoch: u32, owned: Vec<pb::PartitionRef>| {
-        client.heartbeat(pb::GroupHeartbeatRequest {
+    let beat = |member_id: String, epoch: u32, owned: Vec<TopicPartition>| {
+        client.heartbeat(Heartbeat {
             group_id: "g".into(),
             member_id,
             member_epoch: epoch,
             topics: vec!["t".into()],
             owned,
-            session_timeout_ms: 30_000,
-            rebalance_timeout_ms: 1_000,
-            ..Default::default()
+            session_timeout: Duration::from_secs(30),
+            rebalance_timeout: Duration::from_secs(1),
+            ..Heartbeat::default()
         })
     };
     let stubborn = beat(String::new(), 0, vec![]).await?;
@@ -931,7 +861,6 @@ async fn a_member_holding_a_revoked_partition_past_its_rebalance_timeout_is_remo
 /// the stored range), the first record at a time, or by N, per partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_offsets_moves_to_each_kind_of_position() -> anyhow::Result<()> {
-    use pb::reset_offsets_request::To;
     let node = Node::start_standalone("group-reset").await?;
     let client = node.client();
     client
@@ -945,54 +874,47 @@ async fn reset_offsets_moves_to_each_kind_of_position() -> anyhow::Result<()> {
     };
     client.produce("t", 0, records(10)).await?;
     client.produce("t", 1, records(5)).await?;
-    let reset = |to: To, partitions: Vec<u32>| {
-        client.reset_offsets(pb::ResetOffsetsRequest {
-            group_id: "g".into(),
-            topic: "t".into(),
-            partitions,
-            to: Some(to),
-        })
+    let reset = async |to: ResetTo, partitions: Vec<u32>| {
+        client.reset_offsets("g", "t", &partitions, to).await
     };
-    let offsets = |response: pb::ResetOffsetsResponse| -> BTreeMap<u32, u64> {
-        response
-            .offsets
+    let offsets = |offsets: Vec<CommittedOffset>| -> BTreeMap<u32, u64> {
+        offsets
             .into_iter()
             .map(|c| (c.partition, c.offset))
             .collect()
     };
     let at = |pairs: &[(u32, u64)]| pairs.iter().copied().collect::<BTreeMap<_, _>>();
     assert_eq!(
-        offsets(reset(To::Latest(true), vec![]).await?),
+        offsets(reset(ResetTo::Latest, vec![]).await?),
         at(&[(0, 10), (1, 5)])
     );
     assert_eq!(
-        offsets(reset(To::Earliest(true), vec![]).await?),
+        offsets(reset(ResetTo::Earliest, vec![]).await?),
         at(&[(0, 0), (1, 0)])
     );
     assert_eq!(
-        offsets(reset(To::Offset(7), vec![]).await?),
+        offsets(reset(ResetTo::Offset(7), vec![]).await?),
         at(&[(0, 7), (1, 5)])
     );
     assert_eq!(
-        offsets(reset(To::ShiftBy(-3), vec![0]).await?),
+        offsets(reset(ResetTo::ShiftBy(-3), vec![0]).await?),
         at(&[(0, 4)])
     );
     assert_eq!(
-        offsets(reset(To::ShiftBy(100), vec![1]).await?),
+        offsets(reset(ResetTo::ShiftBy(100), vec![1]).await?),
         at(&[(1, 5)])
     );
     // The first record at or after 3500 ms is the 4th (offset 3); past the end: the end.
     assert_eq!(
-        offsets(reset(To::TimestampMs(3_500), vec![]).await?),
+        offsets(reset(ResetTo::Timestamp(3_500), vec![]).await?),
         at(&[(0, 3), (1, 3)])
     );
     assert_eq!(
-        offsets(reset(To::TimestampMs(60_000), vec![]).await?),
+        offsets(reset(ResetTo::Timestamp(60_000), vec![]).await?),
         at(&[(0, 10), (1, 5)])
     );
     let stored = committed(&client, "g").await?;
     let stored: BTreeMap<u32, u64> = stored
-        .offsets
         .into_iter()
         .map(|c| (c.partition, c.offset))
         .collect();

@@ -9,9 +9,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mq_client::proto as pb;
-use mq_client::{Client, ErrorCode, FetchOptions, NewTopic, Record};
+use mq_client::{
+    Client, ErrorCode, FetchOptions, NewQueue, NewTopic, QueueConfig, QueueStart, Record,
+};
 use mq_consumer::{ConsumerConfig, QueueConsumer, QueueMessage};
+use mq_proto::v1 as pb;
 use mq_tests::{Node, mqctl, wait_until};
 
 fn value(message: &QueueMessage) -> String {
@@ -30,19 +32,14 @@ async fn create_queue(
     client: &Client,
     name: &str,
     topic: &str,
-    config: pb::QueueConfig,
-) -> anyhow::Result<pb::QueueConfig> {
-    let response = client
-        .create_queue(pb::CreateQueueRequest {
-            name: name.into(),
-            config: Some(pb::QueueConfig {
-                topic: topic.into(),
-                start: pb::StartPosition::Earliest.into(),
-                ..config
-            }),
-        })
-        .await?;
-    Ok(response.config.expect("the effective config"))
+    queue: NewQueue,
+) -> anyhow::Result<QueueConfig> {
+    let queue = NewQueue {
+        topic: topic.into(),
+        start: QueueStart::Earliest,
+        ..queue
+    };
+    Ok(client.create_queue(name, queue).await?)
 }
 
 /// Every record of partition 0 of `topic`.
@@ -72,11 +69,9 @@ async fn five_consumers_ack_each_message_once_nacks_return_and_poison_is_dead_le
         &client,
         "work",
         "jobs",
-        pb::QueueConfig {
-            ack_deadline_ms: 1_500,
-            max_deliveries: 3,
-            ..Default::default()
-        },
+        NewQueue::default()
+            .ack_deadline(Duration::from_millis(1_500))
+            .max_deliveries(3),
     )
     .await?;
     assert_eq!(config.dead_letter_topic, "jobs.work.dlq");
@@ -185,11 +180,7 @@ async fn five_consumers_ack_each_message_once_nacks_return_and_poison_is_dead_le
             "{i}"
         );
     }
-    let described = client
-        .describe_queue(pb::DescribeQueueRequest {
-            name: "work".into(),
-        })
-        .await?;
+    let described = client.describe_queue("work").await?;
     let partition = &described.partitions[0];
     assert_eq!(partition.settled_floor, (MESSAGES + POISON) as u64);
     assert_eq!(partition.in_flight, 0);
@@ -295,11 +286,7 @@ async fn key_ordered_queue_keeps_each_keys_order_under_nacks() -> anyhow::Result
         &client,
         "fulfil",
         "orders",
-        pb::QueueConfig {
-            key_ordered: true,
-            max_deliveries: 100,
-            ..Default::default()
-        },
+        NewQueue::default().key_ordered().max_deliveries(100),
     )
     .await?;
     let records: Vec<Record> = (0..PER_KEY)
@@ -371,98 +358,55 @@ async fn bad_queue_input_is_refused_and_changes_nothing() -> anyhow::Result<()> 
     let node = Node::start_standalone("queues-bad").await?;
     let client = node.client();
     client.create_topic("jobs", NewTopic::default()).await?;
-    let queue = |name: &str, config: pb::QueueConfig| pb::CreateQueueRequest {
-        name: name.into(),
-        config: Some(config),
-    };
-    let jobs = |config: pb::QueueConfig| pb::QueueConfig {
-        topic: "jobs".into(),
-        ..config
-    };
-    for (request, code, field) in [
+    let jobs = || NewQueue::on("jobs");
+    for (name, queue, code, field) in [
         (
-            queue(
-                "q",
-                jobs(pb::QueueConfig {
-                    ack_deadline_ms: 50,
-                    ..Default::default()
-                }),
-            ),
+            "q",
+            jobs().ack_deadline(Duration::from_millis(50)),
             ErrorCode::InvalidArgument,
             "config.ack_deadline_ms",
         ),
         (
-            queue(
-                "q",
-                jobs(pb::QueueConfig {
-                    max_deliveries: 5000,
-                    ..Default::default()
-                }),
-            ),
+            "q",
+            jobs().max_deliveries(5000),
             ErrorCode::InvalidArgument,
             "config.max_deliveries",
         ),
         (
-            queue(
-                "q",
-                jobs(pb::QueueConfig {
-                    dead_letter_topic: "jobs".into(),
-                    ..Default::default()
-                }),
-            ),
+            "q",
+            jobs().dead_letter_topic("jobs"),
             ErrorCode::InvalidArgument,
             "config.dead_letter_topic",
         ),
-        (
-            queue("bad name!", jobs(pb::QueueConfig::default())),
-            ErrorCode::InvalidArgument,
-            "name",
-        ),
-        (
-            pb::CreateQueueRequest {
-                name: "q".into(),
-                config: None,
-            },
-            ErrorCode::InvalidArgument,
-            "config",
-        ),
-        (
-            queue(
-                "q",
-                pb::QueueConfig {
-                    topic: "nope".into(),
-                    ..Default::default()
-                },
-            ),
-            ErrorCode::TopicNotFound,
-            "nope",
-        ),
+        ("bad name!", jobs(), ErrorCode::InvalidArgument, "name"),
+        ("q", NewQueue::on("nope"), ErrorCode::TopicNotFound, "nope"),
     ] {
-        let err = client.create_queue(request).await.unwrap_err();
+        let err = client.create_queue(name, queue).await.unwrap_err();
         assert_eq!(err.code(), code, "{err}");
         assert!(err.to_string().contains(field), "{field}: {err}");
     }
-    assert!(
-        client
-            .list_queues(pb::ListQueuesRequest {})
-            .await?
-            .queues
-            .is_empty()
-    );
+    // A request without a config, which mq-client's typed call cannot send.
+    let status = pb::queues_client::QueuesClient::connect(format!("http://{}", node.address()))
+        .await?
+        .create_queue(pb::CreateQueueRequest {
+            name: "q".into(),
+            config: None,
+        })
+        .await
+        .unwrap_err();
+    let err = mq_client::ApiError::from_status(&status);
+    assert_eq!(err.code, ErrorCode::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("config"), "config: {err}");
+    assert!(client.list_queues().await?.is_empty());
 
-    let config = jobs(pb::QueueConfig {
-        ack_deadline_ms: 500,
-        start: pb::StartPosition::Earliest.into(),
-        ..Default::default()
-    });
-    client.create_queue(queue("q", config.clone())).await?;
-    let err = client.create_queue(queue("q", config)).await.unwrap_err();
+    let queue = jobs()
+        .ack_deadline(Duration::from_millis(500))
+        .start(QueueStart::Earliest);
+    client.create_queue("q", queue.clone()).await?;
+    let err = client.create_queue("q", queue).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::QueueAlreadyExists, "{err}");
     let err = client
-        .receive(pb::ReceiveRequest {
-            queue: "nobody".into(),
-            ..Default::default()
-        })
+        .receive("nobody", 0, Duration::ZERO)
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::QueueNotFound, "{err}");
@@ -472,12 +416,7 @@ async fn bad_queue_input_is_refused_and_changes_nothing() -> anyhow::Result<()> 
         .await?;
     let consumer = QueueConsumer::new(ConsumerConfig::new([node.address()]), "q")?;
     let first = consumer.receive(1, Duration::from_secs(5)).await?.remove(0);
-    let ack = |ids: Vec<&str>| {
-        client.ack(pb::AckRequest {
-            queue: "q".into(),
-            lease_ids: ids.into_iter().map(str::to_owned).collect(),
-        })
-    };
+    let ack = |ids: Vec<&str>| client.ack("q", ids.into_iter().map(str::to_owned).collect());
     let err = ack(vec!["garbage"]).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err}");
     assert!(err.to_string().contains("lease_ids[0]"), "{err}");
@@ -494,11 +433,11 @@ async fn bad_queue_input_is_refused_and_changes_nothing() -> anyhow::Result<()> 
     let err = consumer.ack([first.lease_id.clone()]).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::LeaseExpired, "{err}");
     let err = client
-        .extend_leases(pb::ExtendLeasesRequest {
-            queue: "q".into(),
-            lease_ids: vec![second.lease_id.clone()],
-            ack_deadline_ms: 10,
-        })
+        .extend_leases(
+            "q",
+            vec![second.lease_id.clone()],
+            Duration::from_millis(10),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err}");
@@ -522,13 +461,8 @@ async fn bad_queue_input_is_refused_and_changes_nothing() -> anyhow::Result<()> 
             .await?
             .is_empty()
     );
-    client
-        .delete_queue(pb::DeleteQueueRequest { name: "q".into() })
-        .await?;
-    let err = client
-        .delete_queue(pb::DeleteQueueRequest { name: "q".into() })
-        .await
-        .unwrap_err();
+    client.delete_queue("q").await?;
+    let err = client.delete_queue("q").await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::QueueNotFound, "{err}");
     Ok(())
 }
@@ -548,11 +482,9 @@ async fn acks_survive_the_loss_of_the_consumer_manager_leader() -> anyhow::Resul
             &client,
             "work",
             "jobs",
-            pb::QueueConfig {
-                ack_deadline_ms: 2_000,
-                max_deliveries: 100,
-                ..Default::default()
-            },
+            NewQueue::default()
+                .ack_deadline(Duration::from_secs(2))
+                .max_deliveries(100),
         )
         .await?;
         let records: Vec<Record> = (0..MESSAGES)
@@ -624,12 +556,7 @@ async fn acks_survive_the_loss_of_the_consumer_manager_leader() -> anyhow::Resul
         // An ack whose answer was lost in the kill may have been committed: the queue's
         // settled floor, not the answers, says when every message is done.
         wait_until("every message settled", Duration::from_secs(60), || async {
-            let described = client
-                .describe_queue(pb::DescribeQueueRequest {
-                    name: "work".into(),
-                })
-                .await
-                .ok()?;
+            let described = client.describe_queue("work").await.ok()?;
             (described.partitions[0].settled_floor == MESSAGES as u64).then_some(())
         })
         .await?;
@@ -658,13 +585,7 @@ async fn acks_survive_the_loss_of_the_consumer_manager_leader() -> anyhow::Resul
         // Bad input through a broker gets its own error at once, also with a cluster-manager
         // node down (not the dead node's connection error, retried until the deadline).
         let started = Instant::now();
-        let err = client
-            .ack(pb::AckRequest {
-                queue: "work".into(),
-                lease_ids: vec![],
-            })
-            .await
-            .unwrap_err();
+        let err = client.ack("work", vec![]).await.unwrap_err();
         assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err}");
         assert!(
             started.elapsed() < Duration::from_secs(5),

@@ -7,8 +7,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use mq_client::proto as pb;
-use mq_client::{Client, ErrorCode, FetchOptions, NewTopic, OffsetSpec, Record};
+use mq_client::{Client, ErrorCode, FetchOptions, NewTopic, OffsetCommit, OffsetSpec, Record};
 use mq_consumer::{Consumer, ConsumerConfig, GroupConfig, Seek};
 use mq_producer::{Producer, ProducerConfig, ProducerRecord};
 use mq_tests::cluster::{Cluster, ClusterSpec, read_replica};
@@ -124,17 +123,7 @@ async fn limits_delete_old_data_and_reads_below_the_log_start_are_out_of_range()
     assert_eq!(first.offset, start, "the earliest is the log start");
     // A group whose committed offset was deleted starts at the log start by itself.
     client
-        .commit_offsets(pb::CommitOffsetsRequest {
-            group_id: "readers".into(),
-            member_id: String::new(),
-            member_epoch: 0,
-            offsets: vec![pb::OffsetCommit {
-                topic: "sized".into(),
-                partition: 0,
-                offset: 3,
-                metadata: String::new(),
-            }],
-        })
+        .commit_offsets(OffsetCommit::new("readers").offset("sized", 0, 3))
         .await?;
     let mut member = Consumer::new(ConsumerConfig::new([node.address()]))?;
     member

@@ -3,6 +3,7 @@
 //! of the consumer manager), so clients can bootstrap from any broker.
 
 use std::future::Future;
+use std::time::Duration;
 
 use mq_proto::v1 as pb;
 use mq_proto::v1::admin_client::AdminClient;
@@ -44,22 +45,10 @@ impl ControlForwarder {
         QueuesServer::new(self.clone())
     }
 
+    /// Passes one call to the cluster-manager nodes, each attempt bounded by `timeout`.
     async fn forward<Q, T, F, Fut>(
         &self,
-        request: Request<Q>,
-        call: F,
-    ) -> Result<Response<T>, Status>
-    where
-        Q: Clone,
-        F: Fn(Channel, Q) -> Fut,
-        Fut: Future<Output = Result<Response<T>, Status>>,
-    {
-        self.forward_within(CONTROL_TIMEOUT, request, call).await
-    }
-
-    async fn forward_within<Q, T, F, Fut>(
-        &self,
-        timeout: std::time::Duration,
+        timeout: Duration,
         request: Request<Q>,
         call: F,
     ) -> Result<Response<T>, Status>
@@ -77,114 +66,22 @@ impl ControlForwarder {
     }
 }
 
-#[tonic::async_trait]
-impl Admin for ControlForwarder {
-    async fn create_topic(
-        &self,
-        request: Request<pb::CreateTopicRequest>,
-    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
-        self.forward(request, |channel, request| async move {
-            AdminClient::new(channel).create_topic(request).await
-        })
-        .await
-    }
-
-    async fn delete_topic(
-        &self,
-        request: Request<pb::DeleteTopicRequest>,
-    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
-        self.forward(request, |channel, request| async move {
-            AdminClient::new(channel).delete_topic(request).await
-        })
-        .await
-    }
-
-    async fn list_topics(
-        &self,
-        request: Request<pb::ListTopicsRequest>,
-    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
-        self.forward(request, |channel, request| async move {
-            AdminClient::new(channel).list_topics(request).await
-        })
-        .await
-    }
-
-    async fn describe_topic(
-        &self,
-        request: Request<pb::DescribeTopicRequest>,
-    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
-        self.forward(request, |channel, request| async move {
-            AdminClient::new(channel).describe_topic(request).await
-        })
-        .await
-    }
-
-    async fn list_brokers(
-        &self,
-        request: Request<pb::ListBrokersRequest>,
-    ) -> Result<Response<pb::ListBrokersResponse>, Status> {
-        self.forward(request, |channel, request| async move {
-            AdminClient::new(channel).list_brokers(request).await
-        })
-        .await
-    }
-
-    async fn decommission_broker(
-        &self,
-        request: Request<pb::DecommissionBrokerRequest>,
-    ) -> Result<Response<pb::DecommissionBrokerResponse>, Status> {
-        self.forward(request, |channel, request| async move {
-            AdminClient::new(channel).decommission_broker(request).await
-        })
-        .await
-    }
-
-    async fn rebalance_cluster(
-        &self,
-        request: Request<pb::RebalanceClusterRequest>,
-    ) -> Result<Response<pb::RebalanceClusterResponse>, Status> {
-        self.forward(request, |channel, request| async move {
-            AdminClient::new(channel).rebalance_cluster(request).await
-        })
-        .await
-    }
-
-    async fn get_cluster_status(
-        &self,
-        request: Request<pb::GetClusterStatusRequest>,
-    ) -> Result<Response<pb::GetClusterStatusResponse>, Status> {
-        self.forward(request, |channel, request| async move {
-            AdminClient::new(channel).get_cluster_status(request).await
-        })
-        .await
-    }
-}
-
-#[tonic::async_trait]
-impl Metadata for ControlForwarder {
-    async fn get_metadata(
-        &self,
-        request: Request<pb::GetMetadataRequest>,
-    ) -> Result<Response<pb::GetMetadataResponse>, Status> {
-        self.forward(request, |channel, request| async move {
-            MetadataClient::new(channel).get_metadata(request).await
-        })
-        .await
-    }
-}
-
-/// Forwards one `ConsumerGroups` method.
-macro_rules! forward_groups {
-    ($($method:ident($request:ty) -> $response:ty;)*) => {
+/// Implements `$service` for [`ControlForwarder`]: every method passes its request as it is
+/// through `$client`, within [`CONTROL_TIMEOUT`] (plus what `$extra` adds for that request).
+macro_rules! forward {
+    ($service:ident, $client:ident, {
+        $($method:ident($request:ty) -> $response:ty $(, plus $extra:ident)?;)*
+    }) => {
         #[tonic::async_trait]
-        impl ConsumerGroups for ControlForwarder {
+        impl $service for ControlForwarder {
             $(
                 async fn $method(
                     &self,
                     request: Request<$request>,
                 ) -> Result<Response<$response>, Status> {
-                    self.forward(request, |channel, request| async move {
-                        ConsumerGroupsClient::new(channel).$method(request).await
+                    let timeout = CONTROL_TIMEOUT $(+ $extra(request.get_ref()))?;
+                    self.forward(timeout, request, |channel, request| async move {
+                        $client::new(channel).$method(request).await
                     })
                     .await
                 }
@@ -193,7 +90,22 @@ macro_rules! forward_groups {
     };
 }
 
-forward_groups! {
+forward!(Admin, AdminClient, {
+    create_topic(pb::CreateTopicRequest) -> pb::CreateTopicResponse;
+    delete_topic(pb::DeleteTopicRequest) -> pb::DeleteTopicResponse;
+    list_topics(pb::ListTopicsRequest) -> pb::ListTopicsResponse;
+    describe_topic(pb::DescribeTopicRequest) -> pb::DescribeTopicResponse;
+    list_brokers(pb::ListBrokersRequest) -> pb::ListBrokersResponse;
+    decommission_broker(pb::DecommissionBrokerRequest) -> pb::DecommissionBrokerResponse;
+    rebalance_cluster(pb::RebalanceClusterRequest) -> pb::RebalanceClusterResponse;
+    get_cluster_status(pb::GetClusterStatusRequest) -> pb::GetClusterStatusResponse;
+});
+
+forward!(Metadata, MetadataClient, {
+    get_metadata(pb::GetMetadataRequest) -> pb::GetMetadataResponse;
+});
+
+forward!(ConsumerGroups, ConsumerGroupsClient, {
     heartbeat(pb::GroupHeartbeatRequest) -> pb::GroupHeartbeatResponse;
     commit_offsets(pb::CommitOffsetsRequest) -> pb::CommitOffsetsResponse;
     fetch_offsets(pb::FetchOffsetsRequest) -> pb::FetchOffsetsResponse;
@@ -201,46 +113,20 @@ forward_groups! {
     describe_group(pb::DescribeGroupRequest) -> pb::DescribeGroupResponse;
     reset_offsets(pb::ResetOffsetsRequest) -> pb::ResetOffsetsResponse;
     delete_group(pb::DeleteGroupRequest) -> pb::DeleteGroupResponse;
-}
+});
 
-/// Forwards one `Queues` method.
-macro_rules! forward_queues {
-    ($($method:ident($request:ty) -> $response:ty;)*) => {
-        #[tonic::async_trait]
-        impl Queues for ControlForwarder {
-            $(
-                async fn $method(
-                    &self,
-                    request: Request<$request>,
-                ) -> Result<Response<$response>, Status> {
-                    self.forward(request, |channel, request| async move {
-                        QueuesClient::new(channel).$method(request).await
-                    })
-                    .await
-                }
-            )*
-
-            async fn receive(
-                &self,
-                request: Request<pb::ReceiveRequest>,
-            ) -> Result<Response<pb::ReceiveResponse>, Status> {
-                // A long poll: the call may take its wait on top of the usual time.
-                let wait = std::time::Duration::from_millis(u64::from(request.get_ref().max_wait_ms));
-                self.forward_within(CONTROL_TIMEOUT + wait, request, |channel, request| async move {
-                    QueuesClient::new(channel).receive(request).await
-                })
-                .await
-            }
-        }
-    };
-}
-
-forward_queues! {
+forward!(Queues, QueuesClient, {
     create_queue(pb::CreateQueueRequest) -> pb::CreateQueueResponse;
     delete_queue(pb::DeleteQueueRequest) -> pb::DeleteQueueResponse;
     list_queues(pb::ListQueuesRequest) -> pb::ListQueuesResponse;
     describe_queue(pb::DescribeQueueRequest) -> pb::DescribeQueueResponse;
+    receive(pb::ReceiveRequest) -> pb::ReceiveResponse, plus long_poll_wait;
     ack(pb::AckRequest) -> pb::AckResponse;
     nack(pb::NackRequest) -> pb::NackResponse;
     extend_leases(pb::ExtendLeasesRequest) -> pb::ExtendLeasesResponse;
+});
+
+/// A long poll may take its wait on top of the usual time.
+fn long_poll_wait(request: &pb::ReceiveRequest) -> Duration {
+    Duration::from_millis(u64::from(request.max_wait_ms))
 }

@@ -5,7 +5,7 @@ use mq_common::error::{ApiError, ErrorCode};
 use mq_proto::v1 as pb;
 use mq_proto::v1::admin_client::AdminClient;
 
-use crate::client::{repeatable, reroutable};
+use crate::routing::{repeatable, reroutable};
 use crate::types::{
     BrokerStatus, ClusterStatus, NewTopic, ReplicaMove, TopicDescription, TopicSummary,
     broker_status_from_proto, cluster_status_from_proto, description_from_proto,

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use mq_common::error::{ApiError, ErrorCode};
+use mq_common::control::Refusal;
+use mq_common::error::{ApiError, ErrorCode, LeaderHint};
 
 /// Every failure a client call can end with.
 ///
@@ -119,6 +120,15 @@ fn transport_failure(status: &tonic::Status) -> Option<ApiError> {
         )
     };
     Some(ApiError::new(code, format!("{what}: {}", status.message())))
+}
+
+impl Refusal for ClientError {
+    fn leader(&self) -> Option<&LeaderHint> {
+        match self {
+            Self::Api(error) => error.leader.as_ref(),
+            _ => None,
+        }
+    }
 }
 
 impl From<tonic::Status> for ClientError {

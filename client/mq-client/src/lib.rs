@@ -10,6 +10,10 @@
 //!   creation and deletion, and reported by a plain produce and other changes.
 //! - [`Subscription`]: a stream of records from a partition that resumes from the next offset
 //!   after a leader change or a broker restart.
+//! - Consumer-group and queue calls ([`Client::heartbeat`], [`Client::commit_offsets`],
+//!   [`Client::receive`], [`Client::create_queue`], ...) take and return domain types
+//!   ([`Heartbeat`], [`OffsetCommit`], [`GroupDescription`], [`NewQueue`], [`QueueMessage`],
+//!   ...), like the admin calls: no protobuf message is part of this crate's API.
 //! - [`ClientError`]: every failure, with [`ClientError::code`] and
 //!   [`ClientError::is_retryable`] read from the server's error details, never from text.
 //!
@@ -30,42 +34,36 @@
 //! # Ok(()) }
 //! ```
 
-/// A `Client` method calling one control-plane RPC (followed to the leader like every control
-/// call) with the protocol's own request and reply, retrying the errors `$retry` accepts
-/// (`reroutable` for calls that change something, `repeatable` for reads).
-macro_rules! control_call {
-    ($service:ident, $retry:ident, $(#[$doc:meta])* $name:ident($request:ty) -> $response:ty;) => {
-        $(#[$doc])*
-        pub async fn $name(&self, request: $request) -> Result<$response, ClientError> {
-            let response = self
-                .control($retry, |channel| {
-                    let request = request.clone();
-                    async move { $service::new(channel).$name(request).await }
-                })
-                .await?;
-            Ok(response.into_inner())
-        }
-    };
-}
-
 mod admin;
 mod client;
 mod error;
+mod fetch;
 mod groups;
 mod metadata;
+mod produce;
 mod queues;
+mod routing;
+mod sequence;
 mod subscription;
 mod types;
 
-pub use client::{Client, ClientConfig, EncodedBatch, MAX_IN_FLIGHT_PER_PARTITION, ProduceSlot};
+pub use client::{Client, ClientConfig, MAX_IN_FLIGHT_PER_PARTITION};
 pub use error::ClientError;
+pub use groups::{
+    CommittedOffset, GroupDescription, GroupMember, GroupSummary, Heartbeat, MemberAssignment,
+    OffsetCommit, PartitionLag, ResetTo, TopicPartition,
+};
 pub use mq_common::clock::now_ms;
 pub use mq_common::compression::Compression;
 pub use mq_common::error::{ApiError, ErrorCode};
 pub use mq_common::partitioner::{key_hash, partition_for_key};
 pub use mq_common::records::{Header, Record, encode_records};
-/// The protocol's messages, for the consumer-group and queue calls.
-pub use mq_proto::v1 as proto;
+pub use produce::EncodedBatch;
+pub use queues::{
+    NewQueue, QueueConfig, QueueDescription, QueueMessage, QueuePartitionStatus, QueueStart,
+    QueueSummary,
+};
+pub use sequence::ProduceSlot;
 pub use subscription::Subscription;
 pub use types::{
     BrokerInfo, BrokerStatus, ClusterStatus, ConsumedRecord, FetchBatch, FetchOptions,

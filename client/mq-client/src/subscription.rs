@@ -9,8 +9,9 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use mq_proto::v1 as pb;
 
-use crate::client::{Client, repeatable};
+use crate::client::Client;
 use crate::error::ClientError;
+use crate::routing::repeatable;
 use crate::types::{ConsumedRecord, FetchOptions, StartAt, consumed_from_proto};
 
 /// Records of one partition, in offset order, without gaps or repeats across reconnections.

@@ -1,4 +1,5 @@
-//! The client's domain types: what callers pass and get, converted from and to protobuf here.
+//! The domain types of the data and admin calls: what callers pass and get, converted from
+//! and to protobuf here (the group and queue calls have theirs in `groups.rs` and `queues.rs`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -234,15 +235,8 @@ pub(crate) fn cluster_status_from_proto(status: pb::GetClusterStatusResponse) ->
 }
 
 pub(crate) fn consumed_from_proto(record: pb::ConsumedRecord) -> ConsumedRecord {
-    ConsumedRecord::from_proto(record)
-}
-
-impl ConsumedRecord {
-    /// A record as the protocol carries it.
-    pub fn from_proto(record: pb::ConsumedRecord) -> Self {
-        let (offset, record) = mq_common::records::proto::from_consumed(record);
-        Self { offset, record }
-    }
+    let (offset, record) = mq_common::records::proto::from_consumed(record);
+    ConsumedRecord { offset, record }
 }
 
 pub(crate) fn description_from_proto(topic: pb::TopicDescription) -> TopicDescription {

@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mq_client::proto as pb;
-use mq_client::{Client, ClientError, ErrorCode, OffsetSpec};
+use mq_client::{
+    Client, ClientError, ErrorCode, Heartbeat, OffsetCommit, OffsetSpec, TopicPartition,
+};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -177,12 +178,12 @@ impl Group {
         self.task.abort();
         let member_id = self.member.lock().expect("member lock").member_id.clone();
         self.client
-            .heartbeat(pb::GroupHeartbeatRequest {
+            .heartbeat(Heartbeat {
                 group_id: self.config.group_id.clone(),
                 member_id,
                 instance_id: self.config.instance_id.clone(),
                 leave: true,
-                ..Default::default()
+                ..Heartbeat::default()
             })
             .await?;
         Ok(())
@@ -212,28 +213,25 @@ async fn commit(
             let member = member.lock().expect("member lock");
             (member.member_id.clone(), member.epoch)
         };
-        let request = pb::CommitOffsetsRequest {
+        let commit = OffsetCommit {
             group_id: config.group_id.clone(),
             member_id,
             member_epoch,
             offsets: positions
                 .iter()
-                .map(|((topic, partition), offset)| pb::OffsetCommit {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    offset: *offset,
-                    metadata: String::new(),
+                .map(|((topic, partition), offset)| {
+                    (TopicPartition::new(topic.clone(), *partition), *offset)
                 })
                 .collect(),
         };
-        match client.commit_offsets(request).await {
+        match client.commit_offsets(commit).await {
             // An assignment change crossed the commit: the next heartbeat brings the epoch.
             Err(error)
                 if error.code() == ErrorCode::StaleMemberEpoch && attempts < max_attempts =>
             {
                 tokio::time::sleep(Duration::from_millis(100 * attempts)).await;
             }
-            other => return other.map(|_| ()),
+            other => return other,
         }
     }
 }
@@ -334,7 +332,7 @@ impl Runner {
             let member = self.member.lock().expect("member lock");
             (member.member_id.clone(), member.epoch, member.held.clone())
         };
-        let request = pb::GroupHeartbeatRequest {
+        let heartbeat = Heartbeat {
             group_id: self.config.group_id.clone(),
             member_id,
             member_epoch,
@@ -342,17 +340,14 @@ impl Runner {
             topics: self.config.topics.clone(),
             owned: owned
                 .iter()
-                .map(|(topic, partition)| pb::PartitionRef {
-                    topic: topic.clone(),
-                    partition: *partition,
-                })
+                .map(|(topic, partition)| TopicPartition::new(topic.clone(), *partition))
                 .collect(),
-            session_timeout_ms: self.config.session_timeout.as_millis() as u32,
-            rebalance_timeout_ms: self.config.rebalance_timeout.as_millis() as u32,
+            session_timeout: self.config.session_timeout,
+            rebalance_timeout: self.config.rebalance_timeout,
             leave: false,
             assignor: self.config.assignor.clone(),
         };
-        let response = match self.client.heartbeat(request).await {
+        let response = match self.client.heartbeat(heartbeat).await {
             Ok(response) => response,
             Err(error) if error.code() == ErrorCode::UnknownMember => {
                 // Removed from the group: whatever it held may be someone else's now. Stop
@@ -364,7 +359,7 @@ impl Runner {
             }
             Err(error) => return Err(error),
         };
-        self.interval = Duration::from_millis(u64::from(response.heartbeat_interval_ms.max(100)));
+        self.interval = response.heartbeat_interval.max(Duration::from_millis(100));
         let given: BTreeSet<Tp> = response
             .assignment
             .into_iter()
@@ -405,21 +400,16 @@ impl Runner {
 
     /// The committed offset of each partition, or where the reset policy points.
     async fn start_offsets(&self, partitions: &[Tp]) -> Result<BTreeMap<Tp, u64>, ClientError> {
+        let refs: Vec<TopicPartition> = partitions
+            .iter()
+            .map(|(topic, partition)| TopicPartition::new(topic.clone(), *partition))
+            .collect();
         let committed = match self
             .client
-            .fetch_offsets(pb::FetchOffsetsRequest {
-                group_id: self.config.group_id.clone(),
-                partitions: partitions
-                    .iter()
-                    .map(|(topic, partition)| pb::PartitionRef {
-                        topic: topic.clone(),
-                        partition: *partition,
-                    })
-                    .collect(),
-            })
+            .fetch_offsets(&self.config.group_id, &refs)
             .await
         {
-            Ok(response) => response.offsets,
+            Ok(offsets) => offsets,
             Err(error) if error.code() == ErrorCode::GroupNotFound => Vec::new(),
             Err(error) => return Err(error),
         };

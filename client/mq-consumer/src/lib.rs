@@ -49,5 +49,5 @@ mod reader;
 
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, ReadMode, Seek};
 pub use group::{GroupConfig, OffsetReset};
-pub use mq_client::{ClientConfig, ClientError, ErrorCode, Header, Record};
-pub use queue::{QueueConsumer, QueueMessage};
+pub use mq_client::{ClientConfig, ClientError, ErrorCode, Header, QueueMessage, Record};
+pub use queue::QueueConsumer;

@@ -5,24 +5,9 @@
 
 use std::time::Duration;
 
-use mq_client::proto as pb;
-use mq_client::{Client, ClientError, ConsumedRecord, Record};
+use mq_client::{Client, ClientError, QueueMessage};
 
 use crate::ConsumerConfig;
-
-/// One leased message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueMessage {
-    /// Names this delivery in [`QueueConsumer::ack`], `nack` and `extend`.
-    pub lease_id: String,
-    pub partition: u32,
-    pub offset: u64,
-    pub record: Record,
-    /// 1 for the first delivery.
-    pub delivery_attempt: u32,
-    /// When the lease ends unless extended, ms since the Unix epoch.
-    pub ack_deadline_ms: i64,
-}
 
 /// A consumer of one queue subscription (create the queue first: `mqctl queue create` or
 /// [`Client::create_queue`]).
@@ -47,29 +32,7 @@ impl QueueConsumer {
         max: u32,
         wait: Duration,
     ) -> Result<Vec<QueueMessage>, ClientError> {
-        let response = self
-            .client
-            .receive(pb::ReceiveRequest {
-                queue: self.queue.clone(),
-                max_messages: max,
-                max_wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
-            })
-            .await?;
-        Ok(response
-            .messages
-            .into_iter()
-            .filter_map(|m| {
-                let consumed = ConsumedRecord::from_proto(m.record?);
-                Some(QueueMessage {
-                    lease_id: m.lease_id,
-                    partition: m.partition,
-                    offset: consumed.offset,
-                    record: consumed.record,
-                    delivery_attempt: m.delivery_attempt,
-                    ack_deadline_ms: m.ack_deadline_ms,
-                })
-            })
-            .collect())
+        self.client.receive(&self.queue, max, wait).await
     }
 
     /// Settles messages for good (all or nothing: `LEASE_EXPIRED` when a lease ran out or the
@@ -80,13 +43,8 @@ impl QueueConsumer {
         &self,
         lease_ids: impl IntoIterator<Item = String>,
     ) -> Result<(), ClientError> {
-        self.client
-            .ack(pb::AckRequest {
-                queue: self.queue.clone(),
-                lease_ids: lease_ids.into_iter().collect(),
-            })
-            .await
-            .map(drop)
+        let lease_ids = lease_ids.into_iter().collect();
+        self.client.ack(&self.queue, lease_ids).await
     }
 
     /// Gives messages back, to be delivered again after `delay` (or moved to the dead-letter
@@ -96,14 +54,8 @@ impl QueueConsumer {
         lease_ids: impl IntoIterator<Item = String>,
         delay: Duration,
     ) -> Result<(), ClientError> {
-        self.client
-            .nack(pb::NackRequest {
-                queue: self.queue.clone(),
-                lease_ids: lease_ids.into_iter().collect(),
-                delay_ms: delay.as_millis().min(u128::from(u32::MAX)) as u32,
-            })
-            .await
-            .map(drop)
+        let lease_ids = lease_ids.into_iter().collect();
+        self.client.nack(&self.queue, lease_ids, delay).await
     }
 
     /// Moves the leases' deadline to now + `deadline`.
@@ -112,13 +64,9 @@ impl QueueConsumer {
         lease_ids: impl IntoIterator<Item = String>,
         deadline: Duration,
     ) -> Result<(), ClientError> {
+        let lease_ids = lease_ids.into_iter().collect();
         self.client
-            .extend_leases(pb::ExtendLeasesRequest {
-                queue: self.queue.clone(),
-                lease_ids: lease_ids.into_iter().collect(),
-                ack_deadline_ms: deadline.as_millis().min(u128::from(u32::MAX)) as u32,
-            })
+            .extend_leases(&self.queue, lease_ids, deadline)
             .await
-            .map(drop)
     }
 }

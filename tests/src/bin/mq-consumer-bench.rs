@@ -21,8 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Parser;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use mq_client::proto as pb;
-use mq_client::{Client, ClientConfig, NewTopic, Record};
+use mq_client::{Client, ClientConfig, NewQueue, NewTopic, OffsetCommit, QueueStart, Record};
 use mq_consumer::{Consumer, ConsumerConfig, GroupConfig, QueueConsumer};
 use mq_tests::Node;
 use mq_tests::cluster::{Cluster, ClusterSpec};
@@ -63,18 +62,8 @@ fn ms(micros: u64) -> f64 {
     micros as f64 / 1000.0
 }
 
-fn commit_request(group: &str, offset: u64) -> pb::CommitOffsetsRequest {
-    pb::CommitOffsetsRequest {
-        group_id: group.to_owned(),
-        member_id: String::new(),
-        member_epoch: 0,
-        offsets: vec![pb::OffsetCommit {
-            topic: "commits".into(),
-            partition: 0,
-            offset,
-            metadata: String::new(),
-        }],
-    }
+fn commit_request(group: &str, offset: u64) -> OffsetCommit {
+    OffsetCommit::new(group).offset("commits", 0, offset)
 }
 
 async fn commits(args: &Args, client: &Client) -> anyhow::Result<()> {
@@ -144,14 +133,7 @@ async fn queue(
     }
     let queue = format!("work-{per_ack}");
     client
-        .create_queue(pb::CreateQueueRequest {
-            name: queue.clone(),
-            config: Some(pb::QueueConfig {
-                topic,
-                start: pb::StartPosition::Earliest.into(),
-                ..Default::default()
-            }),
-        })
+        .create_queue(&queue, NewQueue::on(topic).start(QueueStart::Earliest))
         .await?;
     let acked = Arc::new(AtomicU64::new(0));
     let target = messages as u64;
@@ -202,12 +184,7 @@ async fn settled(client: &Client, group: &str, members: usize) -> anyhow::Result
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         anyhow::ensure!(Instant::now() < deadline, "the group did not settle");
-        if let Ok(described) = client
-            .describe_group(pb::DescribeGroupRequest {
-                group_id: group.to_owned(),
-            })
-            .await
-        {
+        if let Ok(described) = client.describe_group(group).await {
             let ok = described.members.len() == members
                 && described
                     .members

@@ -427,16 +427,11 @@ pub async fn offsets_observer(shared: Shared, process: u32, group: String, every
             group: Some(group.clone()),
             ..shared.recorder.event(process, Kind::Invoke, F::Offsets)
         });
-        let request = pb::FetchOffsetsRequest {
-            group_id: group.clone(),
-            partitions: Vec::new(),
-        };
-        let outcome = tokio::time::timeout(shared.timeout, client.fetch_offsets(request)).await;
+        let outcome = tokio::time::timeout(shared.timeout, client.fetch_offsets(&group, &[])).await;
         let event = match outcome {
-            Ok(Ok(response)) => Event {
+            Ok(Ok(offsets)) => Event {
                 group: Some(group.clone()),
-                offsets: response
-                    .offsets
+                offsets: offsets
                     .iter()
                     .filter(|o| o.topic == shared.topic)
                     .map(|o| (o.partition, o.offset))
