@@ -195,37 +195,7 @@ impl ClusterState {
                 group,
                 old_node_id,
                 new_broker,
-            } => {
-                if !self.brokers.contains_key(&new_broker) {
-                    return (MetaResponse::Stale, vec![]);
-                }
-                let Some((name, partition)) = self.topics.iter_mut().find_map(|(name, topic)| {
-                    topic
-                        .partitions
-                        .iter_mut()
-                        .find(|p| p.group == group)
-                        .map(|p| (name.clone(), p))
-                }) else {
-                    return (MetaResponse::Stale, vec![]);
-                };
-                let on_new_broker = partition.replicas.iter().any(|r| r.broker == new_broker);
-                let Some(slot) = partition
-                    .replicas
-                    .iter_mut()
-                    .find(|r| r.node_id == old_node_id)
-                else {
-                    return (MetaResponse::Stale, vec![]);
-                };
-                if on_new_broker {
-                    return (MetaResponse::Stale, vec![]);
-                }
-                *slot = ReplicaRecord {
-                    broker: new_broker,
-                    node_id: replica_node_id(new_broker, index),
-                    bootstrap: false,
-                };
-                (MetaResponse::Done, vec![Change::Topic(name)])
-            }
+            } => self.replace_replica(index, group, old_node_id, new_broker),
             MetaCommand::CreateTopic {
                 name,
                 topic_id,
@@ -236,29 +206,12 @@ impl ClusterState {
                 if self.topics.contains_key(&name) {
                     return (MetaResponse::TopicExists, vec![]);
                 }
-                let mut partitions = Vec::with_capacity(placement.len());
-                for (partition, brokers) in placement.iter().enumerate() {
-                    let group = self.next_group;
-                    self.next_group = GroupId(group.0 + 1);
-                    partitions.push(PartitionRecord {
-                        partition: partition as u32,
-                        group,
-                        replicas: brokers
-                            .iter()
-                            .map(|broker| ReplicaRecord {
-                                broker: *broker,
-                                node_id: replica_node_id(*broker, index),
-                                bootstrap: true,
-                            })
-                            .collect(),
-                    });
-                }
                 let topic = TopicRecord {
                     name: name.clone(),
                     topic_id,
                     replication_factor: placement.first().map_or(0, |r| r.len() as u32),
                     configs,
-                    partitions,
+                    partitions: self.new_partitions(index, &placement),
                     created_at_ms,
                 };
                 self.topics.insert(name.clone(), topic.clone());
@@ -274,6 +227,68 @@ impl ClusterState {
                 (MetaResponse::Done, vec![Change::TopicRemoved(name)])
             }
         }
+    }
+
+    /// Replaces replica `old_node_id` of `group` by a new one on `new_broker`, at the same
+    /// position; stale when either is gone or the broker already holds a replica.
+    fn replace_replica(
+        &mut self,
+        index: u64,
+        group: GroupId,
+        old_node_id: u64,
+        new_broker: BrokerId,
+    ) -> (MetaResponse, Vec<Change>) {
+        if !self.brokers.contains_key(&new_broker) {
+            return (MetaResponse::Stale, vec![]);
+        }
+        let Some((name, partition)) = self.topics.iter_mut().find_map(|(name, topic)| {
+            topic
+                .partitions
+                .iter_mut()
+                .find(|p| p.group == group)
+                .map(|p| (name.clone(), p))
+        }) else {
+            return (MetaResponse::Stale, vec![]);
+        };
+        let on_new_broker = partition.replicas.iter().any(|r| r.broker == new_broker);
+        let Some(slot) = partition
+            .replicas
+            .iter_mut()
+            .find(|r| r.node_id == old_node_id)
+        else {
+            return (MetaResponse::Stale, vec![]);
+        };
+        if on_new_broker {
+            return (MetaResponse::Stale, vec![]);
+        }
+        *slot = ReplicaRecord {
+            broker: new_broker,
+            node_id: replica_node_id(new_broker, index),
+            bootstrap: false,
+        };
+        (MetaResponse::Done, vec![Change::Topic(name)])
+    }
+
+    /// The partitions of a topic created at log `index` with `placement`, each a new group.
+    fn new_partitions(&mut self, index: u64, placement: &[Vec<BrokerId>]) -> Vec<PartitionRecord> {
+        let mut partitions = Vec::with_capacity(placement.len());
+        for (partition, brokers) in placement.iter().enumerate() {
+            let group = self.next_group;
+            self.next_group = GroupId(group.0 + 1);
+            partitions.push(PartitionRecord {
+                partition: partition as u32,
+                group,
+                replicas: brokers
+                    .iter()
+                    .map(|broker| ReplicaRecord {
+                        broker: *broker,
+                        node_id: replica_node_id(*broker, index),
+                        bootstrap: true,
+                    })
+                    .collect(),
+            });
+        }
+        partitions
     }
 
     /// Every replica assigned to `broker`: `(topic, partition record, replica)`.

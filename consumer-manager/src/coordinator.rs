@@ -55,35 +55,7 @@ pub fn heartbeat(
     let mut rebalance = false;
     let id = match &request.member_id {
         None => {
-            if request.topics.is_empty() {
-                return Err(Rejection::NoTopics);
-            }
-            if next.members.is_empty() {
-                next.assignor = request.assignor;
-            }
-            let returning = request.instance_id.as_ref().and_then(|instance| {
-                next.members
-                    .iter()
-                    .find(|(_, m)| m.instance_id.as_ref() == Some(instance))
-                    .map(|(id, _)| id.clone())
-            });
-            let member = match returning {
-                Some(old_id) => {
-                    let mut member = next.members.remove(&old_id).expect("found above");
-                    member.away = false;
-                    member
-                }
-                None => {
-                    rebalance = true;
-                    Member {
-                        instance_id: request.instance_id.clone(),
-                        topics: request.topics.clone(),
-                        epoch: 0,
-                        ..Member::default()
-                    }
-                }
-            };
-            next.members.insert(new_member_id.to_owned(), member);
+            rebalance = join(&mut next, &request, new_member_id)?;
             new_member_id.to_owned()
         }
         Some(id) if next.members.contains_key(id) => id.clone(),
@@ -150,6 +122,46 @@ pub fn heartbeat(
         },
     };
     Ok((next, reply))
+}
+
+/// A member joins `next` as `new_member_id`: a static member returning under its instance
+/// id takes its old place (and partitions), anyone else comes in new. Returns whether the
+/// group must rebalance.
+fn join(
+    next: &mut Membership,
+    request: &Heartbeat,
+    new_member_id: &str,
+) -> Result<bool, Rejection> {
+    if request.topics.is_empty() {
+        return Err(Rejection::NoTopics);
+    }
+    if next.members.is_empty() {
+        next.assignor = request.assignor;
+    }
+    let returning = request.instance_id.as_ref().and_then(|instance| {
+        next.members
+            .iter()
+            .find(|(_, m)| m.instance_id.as_ref() == Some(instance))
+            .map(|(id, _)| id.clone())
+    });
+    let (member, rebalance) = match returning {
+        Some(old_id) => {
+            let mut member = next.members.remove(&old_id).expect("found above");
+            member.away = false;
+            (member, false)
+        }
+        None => (
+            Member {
+                instance_id: request.instance_id.clone(),
+                topics: request.topics.clone(),
+                epoch: 0,
+                ..Member::default()
+            },
+            true,
+        ),
+    };
+    next.members.insert(new_member_id.to_owned(), member);
+    Ok(rebalance)
 }
 
 /// Removes `expired` members (silent past their session timeout, or holding partitions past

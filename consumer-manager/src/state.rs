@@ -253,119 +253,18 @@ impl GroupsState {
                 group,
                 expected_version,
                 membership,
-            } => {
-                let current = self.groups.get(&group).map_or(0, |g| g.membership.version);
-                if current != expected_version || membership.version != expected_version + 1 {
-                    return refuse(
-                        RefusalCode::VersionConflict,
-                        format!(
-                            "group {group}: membership is at version {current}, not {expected_version}"
-                        ),
-                    );
-                }
-                self.groups.entry(group.clone()).or_default().membership = membership;
-                (GroupResponse::Done, vec![Change::Membership(group)])
-            }
+            } => self.put_membership(group, expected_version, membership),
             GroupCommand::Commit {
-                group: name,
+                group,
                 committer,
                 offsets,
-            } => {
-                let group = self.groups.get(&name);
-                match (&committer, group) {
-                    (Committer::Member { id, .. }, None) => {
-                        return refuse(
-                            RefusalCode::UnknownMember,
-                            format!("member {id} is not a member of group {name}"),
-                        );
-                    }
-                    (Committer::Member { id, epoch }, Some(group)) => {
-                        let Some(member) = group.membership.members.get(id) else {
-                            return refuse(
-                                RefusalCode::UnknownMember,
-                                format!("member {id} is not a member of group {name}"),
-                            );
-                        };
-                        if member.epoch != *epoch {
-                            return refuse(
-                                RefusalCode::StaleMemberEpoch,
-                                format!(
-                                    "member {id} of group {name} is at epoch {}, the commit carries {epoch}",
-                                    member.epoch
-                                ),
-                            );
-                        }
-                        if let Some(((topic, partition), _)) =
-                            offsets.iter().find(|(tp, _)| !member.owned.contains(tp))
-                        {
-                            return refuse(
-                                RefusalCode::FencedMember,
-                                format!(
-                                    "member {id} of group {name} does not own {topic}/{partition}"
-                                ),
-                            );
-                        }
-                    }
-                    (Committer::Outside, Some(group)) if !group.membership.members.is_empty() => {
-                        return refuse(
-                            RefusalCode::GroupNotEmpty,
-                            format!(
-                                "group {name} has {} members: only they may commit",
-                                group.membership.members.len()
-                            ),
-                        );
-                    }
-                    (Committer::Outside, _) => {}
-                }
-                let group = self.groups.entry(name.clone()).or_default();
-                let mut changes = Vec::with_capacity(offsets.len());
-                for (tp, committed) in offsets {
-                    changes.push(Change::Offset(name.clone(), tp.clone()));
-                    group.offsets.insert(tp, committed);
-                }
-                (GroupResponse::Done, changes)
-            }
-            GroupCommand::Delete { group: name } => match self.groups.get(&name) {
-                None => refuse(
-                    RefusalCode::GroupNotFound,
-                    format!("group {name} does not exist"),
-                ),
-                Some(group) if !group.membership.members.is_empty() => refuse(
-                    RefusalCode::GroupNotEmpty,
-                    format!(
-                        "group {name} has {} members; stop them first",
-                        group.membership.members.len()
-                    ),
-                ),
-                Some(_) => {
-                    self.groups.remove(&name);
-                    (GroupResponse::Done, vec![Change::GroupRemoved(name)])
-                }
-            },
+            } => self.commit(group, &committer, offsets),
+            GroupCommand::Delete { group } => self.delete_group(group),
             GroupCommand::CreateQueue {
                 name,
                 config,
                 starts,
-            } => {
-                if self.queues.contains_key(&name) {
-                    return refuse(
-                        RefusalCode::QueueAlreadyExists,
-                        format!("queue {name} exists"),
-                    );
-                }
-                let partitions = starts
-                    .into_iter()
-                    .map(|(partition, start)| (partition, Settled::starting_at(start)))
-                    .collect::<BTreeMap<_, _>>();
-                let mut changes = vec![Change::Queue(name.clone())];
-                changes.extend(
-                    partitions
-                        .keys()
-                        .map(|p| Change::QueuePartition(name.clone(), *p)),
-                );
-                self.queues.insert(name, QueueState { config, partitions });
-                (GroupResponse::Done, changes)
-            }
+            } => self.create_queue(name, config, starts),
             GroupCommand::DeleteQueue { name } => match self.queues.remove(&name) {
                 None => refuse(
                     RefusalCode::QueueNotFound,
@@ -402,6 +301,142 @@ impl GroupsState {
                 })
             }
         }
+    }
+
+    /// A membership change, compare-and-set on its version.
+    fn put_membership(
+        &mut self,
+        group: String,
+        expected_version: u64,
+        membership: Membership,
+    ) -> (GroupResponse, Vec<Change>) {
+        let current = self.groups.get(&group).map_or(0, |g| g.membership.version);
+        if current != expected_version || membership.version != expected_version + 1 {
+            return refuse(
+                RefusalCode::VersionConflict,
+                format!(
+                    "group {group}: membership is at version {current}, not {expected_version}"
+                ),
+            );
+        }
+        self.groups.entry(group.clone()).or_default().membership = membership;
+        (GroupResponse::Done, vec![Change::Membership(group)])
+    }
+
+    /// Commits offsets, fenced: a member must exist at the commit's epoch and own every
+    /// partition it commits; a commit from outside the group only while it has no members.
+    fn commit(
+        &mut self,
+        name: String,
+        committer: &Committer,
+        offsets: Vec<(Tp, Committed)>,
+    ) -> (GroupResponse, Vec<Change>) {
+        if let Some(refusal) = self.commit_refusal(&name, committer, &offsets) {
+            return refusal;
+        }
+        let group = self.groups.entry(name.clone()).or_default();
+        let mut changes = Vec::with_capacity(offsets.len());
+        for (tp, committed) in offsets {
+            changes.push(Change::Offset(name.clone(), tp.clone()));
+            group.offsets.insert(tp, committed);
+        }
+        (GroupResponse::Done, changes)
+    }
+
+    fn commit_refusal(
+        &self,
+        name: &str,
+        committer: &Committer,
+        offsets: &[(Tp, Committed)],
+    ) -> Option<(GroupResponse, Vec<Change>)> {
+        let group = self.groups.get(name);
+        match (committer, group) {
+            (Committer::Member { id, .. }, None) => Some(refuse(
+                RefusalCode::UnknownMember,
+                format!("member {id} is not a member of group {name}"),
+            )),
+            (Committer::Member { id, epoch }, Some(group)) => {
+                let Some(member) = group.membership.members.get(id) else {
+                    return Some(refuse(
+                        RefusalCode::UnknownMember,
+                        format!("member {id} is not a member of group {name}"),
+                    ));
+                };
+                if member.epoch != *epoch {
+                    return Some(refuse(
+                        RefusalCode::StaleMemberEpoch,
+                        format!(
+                            "member {id} of group {name} is at epoch {}, the commit carries {epoch}",
+                            member.epoch
+                        ),
+                    ));
+                }
+                let (topic, partition) =
+                    &offsets.iter().find(|(tp, _)| !member.owned.contains(tp))?.0;
+                Some(refuse(
+                    RefusalCode::FencedMember,
+                    format!("member {id} of group {name} does not own {topic}/{partition}"),
+                ))
+            }
+            (Committer::Outside, Some(group)) if !group.membership.members.is_empty() => {
+                Some(refuse(
+                    RefusalCode::GroupNotEmpty,
+                    format!(
+                        "group {name} has {} members: only they may commit",
+                        group.membership.members.len()
+                    ),
+                ))
+            }
+            (Committer::Outside, _) => None,
+        }
+    }
+
+    /// Deletes a group without members.
+    fn delete_group(&mut self, name: String) -> (GroupResponse, Vec<Change>) {
+        match self.groups.get(&name) {
+            None => refuse(
+                RefusalCode::GroupNotFound,
+                format!("group {name} does not exist"),
+            ),
+            Some(group) if !group.membership.members.is_empty() => refuse(
+                RefusalCode::GroupNotEmpty,
+                format!(
+                    "group {name} has {} members; stop them first",
+                    group.membership.members.len()
+                ),
+            ),
+            Some(_) => {
+                self.groups.remove(&name);
+                (GroupResponse::Done, vec![Change::GroupRemoved(name)])
+            }
+        }
+    }
+
+    /// Creates a queue whose partitions start at `starts`.
+    fn create_queue(
+        &mut self,
+        name: String,
+        config: QueueConfig,
+        starts: BTreeMap<u32, u64>,
+    ) -> (GroupResponse, Vec<Change>) {
+        if self.queues.contains_key(&name) {
+            return refuse(
+                RefusalCode::QueueAlreadyExists,
+                format!("queue {name} exists"),
+            );
+        }
+        let partitions = starts
+            .into_iter()
+            .map(|(partition, start)| (partition, Settled::starting_at(start)))
+            .collect::<BTreeMap<_, _>>();
+        let mut changes = vec![Change::Queue(name.clone())];
+        changes.extend(
+            partitions
+                .keys()
+                .map(|p| Change::QueuePartition(name.clone(), *p)),
+        );
+        self.queues.insert(name, QueueState { config, partitions });
+        (GroupResponse::Done, changes)
     }
 }
 

@@ -33,6 +33,7 @@ use super::types::{
     Appended, ApplyResult, LogId, PartitionCommand, PartitionTypes, Snapshot, SnapshotMeta,
     StoredMembership,
 };
+use crate::batch::StoredBatch;
 
 /// Tags of this state machine's keys in `sm_meta`.
 mod meta_tag {
@@ -326,6 +327,86 @@ fn current_snapshot(
         .transpose()
 }
 
+impl PartitionStateMachine {
+    /// Applies one committed batch at `log_id`: the next offsets and an index row (into
+    /// `batch`), unless an idempotent producer's sequence says it is a duplicate or out of
+    /// order, which change nothing.
+    fn apply_append(
+        &mut self,
+        batch: &mut WriteBatch,
+        log_id: LogId,
+        stored: &StoredBatch,
+        appended_at_ms: i64,
+    ) -> io::Result<ApplyResult> {
+        // Validated by the leader before proposing; a replica that cannot read a committed
+        // entry must stop rather than assign different offsets.
+        let header = stored.header().map_err(|err| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "group {}: committed entry {log_id} is unreadable: {err}",
+                    self.group
+                ),
+            )
+        })?;
+        let producer = header.producer_id;
+        let sequence = match producer {
+            0 => Sequence::Next,
+            _ => self
+                .producers
+                .check(producer, header.base_sequence, header.record_count),
+        };
+        Ok(match sequence {
+            Sequence::Next => {
+                let base_offset = self.state.next_offset;
+                let row = IndexEntry {
+                    raft_index: log_id.index(),
+                    record_count: header.record_count,
+                    max_timestamp_ms: header.max_timestamp_ms,
+                    batch_bytes: stored.len() as u32,
+                    producer_id: producer,
+                    base_sequence: header.base_sequence,
+                    appended_at_ms,
+                };
+                batch.put_cf(
+                    self.store.cf(CF_OFFSET_INDEX),
+                    keys::indexed(self.group, base_offset),
+                    row.encode(),
+                );
+                self.state.next_offset += u64::from(header.record_count);
+                if producer != 0 {
+                    self.remember(
+                        batch,
+                        producer,
+                        header.base_sequence,
+                        header.record_count,
+                        base_offset,
+                        log_id.index(),
+                    )?;
+                }
+                ApplyResult::Appended(Appended {
+                    base_offset,
+                    record_count: header.record_count,
+                    duplicate: false,
+                })
+            }
+            Sequence::Duplicate { base_offset } => ApplyResult::Appended(Appended {
+                base_offset,
+                record_count: header.record_count,
+                duplicate: true,
+            }),
+            Sequence::OutOfOrder { expected } => ApplyResult::OutOfOrderSequence {
+                expected,
+                got: header.base_sequence,
+            },
+            Sequence::TooOld { expected } => ApplyResult::DuplicateSequence {
+                expected,
+                got: header.base_sequence,
+            },
+        })
+    }
+}
+
 impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
     type SnapshotData = Vec<u8>;
     type SnapshotBuilder = PartitionSnapshotBuilder;
@@ -354,76 +435,7 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
                 EntryPayload::Normal(PartitionCommand::Append {
                     batch: stored,
                     appended_at_ms,
-                }) => {
-                    // Validated by the leader before proposing; a replica that cannot read a
-                    // committed entry must stop rather than assign different offsets.
-                    let header = stored.header().map_err(|err| {
-                        io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!(
-                                "group {}: committed entry {log_id} is unreadable: {err}",
-                                self.group
-                            ),
-                        )
-                    })?;
-                    let producer = header.producer_id;
-                    let sequence = match producer {
-                        0 => Sequence::Next,
-                        _ => self.producers.check(
-                            producer,
-                            header.base_sequence,
-                            header.record_count,
-                        ),
-                    };
-                    reply = match sequence {
-                        Sequence::Next => {
-                            let base_offset = self.state.next_offset;
-                            let row = IndexEntry {
-                                raft_index: log_id.index(),
-                                record_count: header.record_count,
-                                max_timestamp_ms: header.max_timestamp_ms,
-                                batch_bytes: stored.len() as u32,
-                                producer_id: producer,
-                                base_sequence: header.base_sequence,
-                                appended_at_ms,
-                            };
-                            batch.put_cf(
-                                self.store.cf(CF_OFFSET_INDEX),
-                                keys::indexed(self.group, base_offset),
-                                row.encode(),
-                            );
-                            self.state.next_offset += u64::from(header.record_count);
-                            if producer != 0 {
-                                self.remember(
-                                    &mut batch,
-                                    producer,
-                                    header.base_sequence,
-                                    header.record_count,
-                                    base_offset,
-                                    log_id.index(),
-                                )?;
-                            }
-                            ApplyResult::Appended(Appended {
-                                base_offset,
-                                record_count: header.record_count,
-                                duplicate: false,
-                            })
-                        }
-                        Sequence::Duplicate { base_offset } => ApplyResult::Appended(Appended {
-                            base_offset,
-                            record_count: header.record_count,
-                            duplicate: true,
-                        }),
-                        Sequence::OutOfOrder { expected } => ApplyResult::OutOfOrderSequence {
-                            expected,
-                            got: header.base_sequence,
-                        },
-                        Sequence::TooOld { expected } => ApplyResult::DuplicateSequence {
-                            expected,
-                            got: header.base_sequence,
-                        },
-                    };
-                }
+                }) => reply = self.apply_append(&mut batch, log_id, &stored, appended_at_ms)?,
                 EntryPayload::Membership(membership) => {
                     self.state.membership = StoredMembership::new(Some(log_id), membership);
                     batch.put_cf(
