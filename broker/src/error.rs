@@ -174,8 +174,4 @@ impl From<&BrokerError> for ApiError {
     }
 }
 
-impl From<BrokerError> for tonic::Status {
-    fn from(error: BrokerError) -> Self {
-        ApiError::from(&error).into()
-    }
-}
+mq_common::status_from_api_error!(BrokerError);

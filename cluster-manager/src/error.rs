@@ -74,8 +74,4 @@ impl From<&CmError> for ApiError {
     }
 }
 
-impl From<CmError> for tonic::Status {
-    fn from(error: CmError) -> Self {
-        ApiError::from(&error).into()
-    }
-}
+mq_common::status_from_api_error!(CmError);

@@ -331,6 +331,19 @@ impl From<ApiError> for tonic::Status {
     }
 }
 
+/// `impl From<$error> for tonic::Status` through the crate's one `From<&$error> for ApiError`
+/// mapping, so a handler can return the crate's error with `?`.
+#[macro_export]
+macro_rules! status_from_api_error {
+    ($error:ty) => {
+        impl From<$error> for ::tonic::Status {
+            fn from(error: $error) -> Self {
+                $crate::error::ApiError::from(&error).into()
+            }
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,8 +71,4 @@ impl From<&CgError> for ApiError {
     }
 }
 
-impl From<CgError> for tonic::Status {
-    fn from(error: CgError) -> Self {
-        ApiError::from(&error).into()
-    }
-}
+mq_common::status_from_api_error!(CgError);

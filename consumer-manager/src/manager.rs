@@ -11,17 +11,14 @@ use std::time::{Duration, Instant};
 use mq_client::{Client, ClientConfig, OffsetSpec};
 use mq_common::clock::now_ms;
 use mq_common::ids::GroupId;
-use mq_raft::disk::DiskGuard;
-use mq_raft::{GroupConfig, GroupContext, GroupSpec, KvStateMachine, RaftTimings, RocksLogStore};
+use mq_raft::{ControlGroup, GroupConfig, GroupContext, RaftTimings};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::assignor::Tp;
 use crate::coordinator::{self, Heartbeat, Rejection, Reply};
 use crate::error::CgError;
-use crate::state::{
-    Committed, Committer, GroupCommand, GroupResponse, GroupsState, Membership, RefusalCode,
-};
+use crate::state::{Committed, Committer, GroupCommand, GroupResponse, Membership, RefusalCode};
 use crate::types::{GroupsRaft, SharedState};
 
 mod queues;
@@ -132,29 +129,14 @@ impl ConsumerManager {
         settings: ConsumerManagerSettings,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, CgError> {
-        let group_config = GroupConfig::control("consumer-manager", &settings.timings)?;
-        let mut voters = settings.voters.clone();
-        if voters.is_empty() {
-            voters.insert(settings.node_id, context.advertised_address.clone());
-        }
-        let store = context.group.store.clone();
-        let group = GroupId::CONSUMER_MANAGER;
-        let state_machine = KvStateMachine::<GroupsState>::open(store.clone(), group)?;
-        let state = state_machine.shared_state();
-        let spec = GroupSpec {
-            group,
+        let spec = ControlGroup {
+            group: GroupId::CONSUMER_MANAGER,
             node_id: settings.node_id,
-            config: group_config,
-            bootstrap: Some(voters),
-            disk: DiskGuard::unlimited(),
+            config: GroupConfig::control("consumer-manager", &settings.timings)?,
+            voters: settings.voters.clone(),
+            address: context.advertised_address.clone(),
         };
-        let raft = GroupsRaft::start(
-            &context.group,
-            spec,
-            RocksLogStore::new(store, group),
-            state_machine,
-        )
-        .await?;
+        let (raft, state) = GroupsRaft::start_control(&context.group, spec).await?;
         let client = Client::new(ClientConfig::new([context.advertised_address.clone()]))?;
         let manager = Arc::new(Self {
             raft,

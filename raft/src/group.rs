@@ -89,6 +89,12 @@ pub enum GroupError {
     Stopped { group: GroupId },
     #[error("raft group {group} failed: {message}")]
     Fatal { group: GroupId, message: String },
+    #[error("raft group {group}: cannot load its state: {source}")]
+    Load {
+        group: GroupId,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A proposal handed to Raft whose reply is still to come (see [`RaftGroup::submit`]).
@@ -451,7 +457,9 @@ impl From<&GroupError> for mq_common::error::ApiError {
                 ErrorCode::Unavailable
             }
             GroupError::OutcomeUnknown { .. } => ErrorCode::Timeout,
-            GroupError::Refused { .. } | GroupError::Fatal { .. } => ErrorCode::Internal,
+            GroupError::Refused { .. } | GroupError::Fatal { .. } | GroupError::Load { .. } => {
+                ErrorCode::Internal
+            }
         };
         let leader = match error {
             GroupError::NotLeader { leader, .. } => Some(LeaderHint {

@@ -25,8 +25,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
-use crate::group::RaftGroup;
+use std::collections::BTreeMap;
+
+use crate::config::GroupConfig;
+use crate::disk::DiskGuard;
+use crate::group::{GroupContext, GroupError, GroupSpec, RaftGroup};
 use crate::keys::{self, CF_KV, CF_SM_META};
+use crate::log_store::RocksLogStore;
 use crate::store::{Store, io_error};
 
 /// A replicated state: what a control-plane group holds, and the pure function that changes
@@ -179,6 +184,59 @@ impl<S: ReplicatedState> RaftTypeConfig for KvTypes<S> {
 
 /// A control-plane group: its Raft handle over its [`KvStateMachine`].
 pub type KvGroup<S> = RaftGroup<KvTypes<S>, KvStateMachine<S>>;
+
+/// Where a control-plane group runs on this node.
+#[derive(Debug, Clone)]
+pub struct ControlGroup {
+    pub group: GroupId,
+    pub node_id: u64,
+    pub config: GroupConfig,
+    /// The voters (node id -> address) to initialize the group with on first start, the same
+    /// list on every voter; empty: this node alone, at `address`.
+    pub voters: BTreeMap<u64, String>,
+    /// Where this node serves.
+    pub address: String,
+}
+
+impl<S: ReplicatedState> KvGroup<S> {
+    /// Loads the state the group persisted, starts the group on it (initializing it with
+    /// `spec.voters` on first start: every voter may, Raft elects one leader), and returns the
+    /// group with read access to its applied state.
+    pub async fn start_control(
+        context: &GroupContext,
+        spec: ControlGroup,
+    ) -> Result<(Self, SharedState<S>), GroupError> {
+        let ControlGroup {
+            group,
+            node_id,
+            config,
+            mut voters,
+            address,
+        } = spec;
+        if voters.is_empty() {
+            voters.insert(node_id, address);
+        }
+        let store = context.store.clone();
+        let state_machine = KvStateMachine::<S>::open(store.clone(), group)
+            .map_err(|source| GroupError::Load { group, source })?;
+        let state = state_machine.shared_state();
+        let spec = GroupSpec {
+            group,
+            node_id,
+            config,
+            bootstrap: Some(voters),
+            disk: DiskGuard::unlimited(),
+        };
+        let raft = Self::start(
+            context,
+            spec,
+            RocksLogStore::new(store, group),
+            state_machine,
+        )
+        .await?;
+        Ok((raft, state))
+    }
+}
 
 /// Read access to the applied state, shared with queries.
 pub type SharedState<S> = Arc<RwLock<S>>;

@@ -42,7 +42,7 @@ pub mod types;
 
 pub use config::{GroupConfig, InvalidTimings, RaftTimings};
 pub use group::{GroupContext, GroupError, GroupSpec, GroupStatus, Leader, Member, RaftGroup};
-pub use kv::{KvGroup, KvStateMachine, KvTypes, ReplicatedState, Rows, SharedState};
+pub use kv::{ControlGroup, KvGroup, KvStateMachine, KvTypes, ReplicatedState, Rows, SharedState};
 pub use log_store::RocksLogStore;
 pub use store::{Store, StoreError, StoreOptions};
 pub use types::GroupTypes;

@@ -19,8 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use mq_common::ids::GroupId;
-use mq_raft::disk::DiskGuard;
-use mq_raft::{GroupContext, GroupSpec, KvStateMachine, RocksLogStore};
+use mq_raft::{ControlGroup, GroupContext};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +32,7 @@ use crate::config::ClusterManagerConfig;
 use crate::error::CmError;
 pub use crate::reports::ReplicaReport;
 use crate::reports::Reports;
-use crate::state::{ClusterState, MetaCommand, MetaResponse};
+use crate::state::{MetaCommand, MetaResponse};
 use crate::types::{MetaGroup, SharedState};
 
 /// Process-wide pieces the cluster manager shares with the node's other groups.
@@ -75,30 +74,14 @@ impl ClusterManager {
         config: ClusterManagerConfig,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, CmError> {
-        let group_config = config.group_config()?;
-        let mut voters = config.initial_voters().map_err(CmError::Config)?;
-        if voters.is_empty() {
-            voters.insert(config.node_id, context.advertised_address.clone());
-        }
-        let store = context.group.store.clone();
-        let group = GroupId::CLUSTER_MANAGER;
-        let state_machine = KvStateMachine::<ClusterState>::open(store.clone(), group)?;
-        let state = state_machine.shared_state();
-        // Every voter initializes with the same list (safe in Raft: one leader is elected).
-        let spec = GroupSpec {
-            group,
+        let spec = ControlGroup {
+            group: GroupId::CLUSTER_MANAGER,
             node_id: config.node_id,
-            config: group_config,
-            bootstrap: Some(voters),
-            disk: DiskGuard::unlimited(),
+            config: config.group_config()?,
+            voters: config.initial_voters().map_err(CmError::Config)?,
+            address: context.advertised_address.clone(),
         };
-        let raft = MetaGroup::start(
-            &context.group,
-            spec,
-            RocksLogStore::new(store, group),
-            state_machine,
-        )
-        .await?;
+        let (raft, state) = MetaGroup::start_control(&context.group, spec).await?;
         let manager = Arc::new(Self {
             raft,
             state,
