@@ -49,6 +49,7 @@ fn topic_name(field: &str, name: &str) -> Result<TopicName, CmError> {
 
 #[tonic::async_trait]
 impl Admin for ClusterManagerService {
+    #[tracing::instrument(level = "info", skip_all, fields(topic = %request.get_ref().name))]
     async fn create_topic(
         &self,
         request: Request<pb::CreateTopicRequest>,
@@ -66,6 +67,7 @@ impl Admin for ClusterManagerService {
         }))
     }
 
+    #[tracing::instrument(level = "info", skip_all, fields(topic = %request.get_ref().name))]
     async fn delete_topic(
         &self,
         request: Request<pb::DeleteTopicRequest>,
@@ -75,6 +77,7 @@ impl Admin for ClusterManagerService {
         Ok(Response::new(pb::DeleteTopicResponse {}))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_topics(
         &self,
         _request: Request<pb::ListTopicsRequest>,
@@ -92,6 +95,7 @@ impl Admin for ClusterManagerService {
         Ok(Response::new(pb::ListTopicsResponse { topics }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.get_ref().name))]
     async fn describe_topic(
         &self,
         request: Request<pb::DescribeTopicRequest>,
@@ -103,6 +107,7 @@ impl Admin for ClusterManagerService {
         }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_brokers(
         &self,
         _request: Request<pb::ListBrokersRequest>,
@@ -111,6 +116,7 @@ impl Admin for ClusterManagerService {
         Ok(Response::new(pb::ListBrokersResponse { brokers }))
     }
 
+    #[tracing::instrument(level = "info", skip_all, fields(broker = request.get_ref().broker_id))]
     async fn decommission_broker(
         &self,
         request: Request<pb::DecommissionBrokerRequest>,
@@ -120,6 +126,7 @@ impl Admin for ClusterManagerService {
         Ok(Response::new(pb::DecommissionBrokerResponse {}))
     }
 
+    #[tracing::instrument(level = "info", skip_all)]
     async fn rebalance_cluster(
         &self,
         _request: Request<pb::RebalanceClusterRequest>,
@@ -139,6 +146,7 @@ impl Admin for ClusterManagerService {
         Ok(Response::new(pb::RebalanceClusterResponse { moves }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn get_cluster_status(
         &self,
         _request: Request<pb::GetClusterStatusRequest>,
@@ -175,6 +183,7 @@ impl Admin for ClusterManagerService {
 
 #[tonic::async_trait]
 impl Metadata for ClusterManagerService {
+    #[tracing::instrument(level = "debug", skip_all, fields(topics = ?request.get_ref().topics))]
     async fn get_metadata(
         &self,
         request: Request<pb::GetMetadataRequest>,
@@ -212,6 +221,7 @@ impl Metadata for ClusterManagerService {
 
 #[tonic::async_trait]
 impl ClusterManagerInternal for ClusterManagerService {
+    #[tracing::instrument(level = "info", skip_all, fields(broker = request.get_ref().broker_id))]
     async fn register_broker(
         &self,
         request: Request<ipb::RegisterBrokerRequest>,
@@ -231,6 +241,7 @@ impl ClusterManagerInternal for ClusterManagerService {
         Ok(Response::new(ipb::RegisterBrokerResponse {}))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(broker = request.get_ref().broker_id))]
     async fn broker_heartbeat(
         &self,
         request: Request<ipb::BrokerHeartbeatRequest>,

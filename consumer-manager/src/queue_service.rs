@@ -133,6 +133,7 @@ fn lease_ids(ids: Vec<String>) -> Result<Vec<String>, CgError> {
 
 #[tonic::async_trait]
 impl Queues for QueuesService {
+    #[tracing::instrument(level = "info", skip_all, fields(queue = %request.get_ref().name))]
     async fn create_queue(
         &self,
         request: Request<pb::CreateQueueRequest>,
@@ -146,6 +147,7 @@ impl Queues for QueuesService {
         }))
     }
 
+    #[tracing::instrument(level = "info", skip_all, fields(queue = %request.get_ref().name))]
     async fn delete_queue(
         &self,
         request: Request<pb::DeleteQueueRequest>,
@@ -155,6 +157,7 @@ impl Queues for QueuesService {
         Ok(Response::new(pb::DeleteQueueResponse {}))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_queues(
         &self,
         _request: Request<pb::ListQueuesRequest>,
@@ -172,6 +175,7 @@ impl Queues for QueuesService {
         Ok(Response::new(pb::ListQueuesResponse { queues }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(queue = %request.get_ref().name))]
     async fn describe_queue(
         &self,
         request: Request<pb::DescribeQueueRequest>,
@@ -197,6 +201,7 @@ impl Queues for QueuesService {
         }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(queue = %request.get_ref().queue))]
     async fn receive(
         &self,
         request: Request<pb::ReceiveRequest>,
@@ -240,6 +245,7 @@ impl Queues for QueuesService {
         }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(queue = %request.get_ref().queue, leases = request.get_ref().lease_ids.len()))]
     async fn ack(
         &self,
         request: Request<pb::AckRequest>,
@@ -254,6 +260,7 @@ impl Queues for QueuesService {
         Ok(Response::new(pb::AckResponse {}))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(queue = %request.get_ref().queue, leases = request.get_ref().lease_ids.len()))]
     async fn nack(
         &self,
         request: Request<pb::NackRequest>,
@@ -275,6 +282,7 @@ impl Queues for QueuesService {
         Ok(Response::new(pb::NackResponse {}))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(queue = %request.get_ref().queue, leases = request.get_ref().lease_ids.len()))]
     async fn extend_leases(
         &self,
         request: Request<pb::ExtendLeasesRequest>,

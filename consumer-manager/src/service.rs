@@ -172,6 +172,7 @@ impl ConsumerGroups for ConsumerGroupsService {
         Ok(Response::new(pb::CommitOffsetsResponse {}))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(group = %request.get_ref().group_id))]
     async fn fetch_offsets(
         &self,
         request: Request<pb::FetchOffsetsRequest>,
@@ -185,6 +186,7 @@ impl ConsumerGroups for ConsumerGroupsService {
         }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_groups(
         &self,
         _request: Request<pb::ListGroupsRequest>,
@@ -202,6 +204,7 @@ impl ConsumerGroups for ConsumerGroupsService {
         }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(group = %request.get_ref().group_id))]
     async fn describe_group(
         &self,
         request: Request<pb::DescribeGroupRequest>,
@@ -242,6 +245,7 @@ impl ConsumerGroups for ConsumerGroupsService {
         }))
     }
 
+    #[tracing::instrument(level = "info", skip_all, fields(group = %request.get_ref().group_id, topic = %request.get_ref().topic))]
     async fn reset_offsets(
         &self,
         request: Request<pb::ResetOffsetsRequest>,
@@ -272,6 +276,7 @@ impl ConsumerGroups for ConsumerGroupsService {
         }))
     }
 
+    #[tracing::instrument(level = "info", skip_all, fields(group = %request.get_ref().group_id))]
     async fn delete_group(
         &self,
         request: Request<pb::DeleteGroupRequest>,

@@ -75,6 +75,7 @@ macro_rules! forward {
         #[tonic::async_trait]
         impl $service for ControlForwarder {
             $(
+                #[tracing::instrument(level = "debug", skip_all, name = "forward", fields(method = stringify!($method)))]
                 async fn $method(
                     &self,
                     request: Request<$request>,

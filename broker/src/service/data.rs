@@ -236,6 +236,7 @@ impl BrokerRpc for DataService {
 
     type SubscribeStream = SubscribeStream;
 
+    #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
     async fn subscribe(
         &self,
         request: Request<pb::SubscribeRequest>,
@@ -287,6 +288,7 @@ impl BrokerRpc for DataService {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.get_ref().topic))]
     async fn list_offsets(
         &self,
         request: Request<pb::ListOffsetsRequest>,

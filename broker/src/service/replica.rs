@@ -26,6 +26,7 @@ impl ReplicaService {
 
 #[tonic::async_trait]
 impl ReplicaManager for ReplicaService {
+    #[tracing::instrument(level = "info", skip_all, fields(group = request.get_ref().replica.as_ref().map(|r| r.group_id), topic = request.get_ref().replica.as_ref().map(|r| r.topic.as_str())))]
     async fn create_replica(
         &self,
         request: Request<ipb::CreateReplicaRequest>,
@@ -39,6 +40,7 @@ impl ReplicaManager for ReplicaService {
         Ok(Response::new(ipb::CreateReplicaResponse {}))
     }
 
+    #[tracing::instrument(level = "info", skip_all, fields(group = request.get_ref().group_id))]
     async fn remove_replica(
         &self,
         request: Request<ipb::RemoveReplicaRequest>,
@@ -49,6 +51,7 @@ impl ReplicaManager for ReplicaService {
         Ok(Response::new(ipb::RemoveReplicaResponse {}))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(groups = request.get_ref().group_ids.len()))]
     async fn get_replica_status(
         &self,
         request: Request<ipb::GetReplicaStatusRequest>,
@@ -64,6 +67,7 @@ impl ReplicaManager for ReplicaService {
         Ok(Response::new(ipb::GetReplicaStatusResponse { replicas }))
     }
 
+    #[tracing::instrument(level = "info", skip_all, fields(group = request.get_ref().group_id, to = request.get_ref().to_node_id))]
     async fn transfer_leader(
         &self,
         request: Request<ipb::TransferLeaderRequest>,
@@ -74,6 +78,7 @@ impl ReplicaManager for ReplicaService {
         Ok(Response::new(ipb::TransferLeaderResponse {}))
     }
 
+    #[tracing::instrument(level = "info", skip_all, fields(group = request.get_ref().group_id))]
     async fn change_membership(
         &self,
         request: Request<ipb::ChangeMembershipRequest>,
