@@ -1,5 +1,8 @@
-//! Protobuf <-> domain conversions of the broker's messages. A missing or malformed required
-//! field becomes an `InvalidArgument` naming it, here and nowhere else.
+//! Protobuf <-> domain conversions of the broker's replica-management messages (replica
+//! specs, members, topic names). A missing or malformed required field becomes an
+//! `InvalidArgument` naming it. The data messages' conversions (produce batches, fetch
+//! replies) sit beside their handlers in `service/data.rs`; the shared record encoding's in
+//! `mq_common::records::proto`.
 
 use std::collections::BTreeMap;
 

@@ -2,7 +2,8 @@
 //! here.
 //!
 //! - [`v1`]: the public API (`mq.v1`): `Broker` (produce, fetch, subscribe, list offsets),
-//!   `Metadata` and `Admin`.
+//!   `Metadata`, `Admin`, `ConsumerGroups` (membership, offsets) and `Queues` (queue
+//!   subscriptions: leases, acks, nacks).
 //! - [`internal`]: RPCs between brokers and cluster-manager nodes (`mq.internal.v1`): Raft
 //!   messages of many groups, replica management, broker registration and heartbeats.
 //! - [`FILE_DESCRIPTOR_SET`]: both packages' descriptors, for server reflection.
