@@ -118,6 +118,9 @@ pub async fn run(
 ) -> Result<NodeHandle, NodeError> {
     let store = Store::open(&config.node.data_dir, &config.storage)?;
     let bound = server::bind(&config.server).await?;
+    if config.server.metrics_listen.is_some() {
+        crate::kit::process_metrics::spawn(store.clone(), shutdown.clone());
+    }
     let (local_addr, advertised_address) = (bound.local_addr, bound.advertised_address.clone());
     let groups = GroupContext {
         store: store.clone(),

@@ -71,6 +71,9 @@ pub async fn run(
 ) -> Result<ManagerNodeHandle, NodeError> {
     let store = Store::open(&config.data_dir, &config.storage)?;
     let bound = server::bind(&config.server).await?;
+    if config.server.metrics_listen.is_some() {
+        crate::kit::process_metrics::spawn(store.clone(), shutdown.clone());
+    }
     let groups = GroupContext {
         store: store.clone(),
         peers: Arc::new(Peers::default()),

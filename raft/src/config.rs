@@ -104,6 +104,11 @@ impl GroupConfig {
     pub(crate) fn openraft(&self) -> Arc<openraft::Config> {
         self.0.clone()
     }
+
+    /// The kind of group (`partition`, or the control-plane group's name), for metrics.
+    pub(crate) fn kind(&self) -> Arc<str> {
+        Arc::from(self.0.cluster_name.as_str())
+    }
 }
 
 fn millis(duration: Duration) -> u64 {

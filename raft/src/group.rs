@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use mq_common::ids::GroupId;
 use openraft::Raft;
@@ -97,14 +98,36 @@ pub enum GroupError {
     },
 }
 
-/// A proposal handed to Raft whose reply is still to come (see [`RaftGroup::submit`]).
-pub type Pending<R> = std::pin::Pin<Box<dyn Future<Output = Result<R, GroupError>> + Send>>;
+/// A proposal handed to Raft whose reply is still to come (see [`RaftGroup::submit`]): it
+/// resolves to the state machine's reply and how long each stage took.
+pub type Pending<R> =
+    std::pin::Pin<Box<dyn Future<Output = Result<(R, Stages), GroupError>> + Send>>;
+
+/// How long a proposal spent in each stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stages {
+    /// From submitting to Raft taking it into its queue.
+    pub queued: std::time::Duration,
+    /// From then to committed on a quorum (log written and fsynced there); `None` when no
+    /// commit was reported (a refusal).
+    pub committed: Option<std::time::Duration>,
+    /// From then (or from queueing) to applied, the reply ready.
+    pub applied: std::time::Duration,
+}
+
+impl Stages {
+    pub fn total(&self) -> std::time::Duration {
+        self.queued + self.committed.unwrap_or_default() + self.applied
+    }
+}
 
 /// One Raft group on this node. Cloning is cheap; clones share the group.
 pub struct RaftGroup<C: GroupTypes, SM: RaftStateMachine<C>> {
     raft: Raft<C, SM>,
     group: GroupId,
     node_id: u64,
+    /// What kind of group this is (`partition`, `cluster-manager`, ...), a metrics label.
+    kind: std::sync::Arc<str>,
 }
 
 impl<C: GroupTypes, SM: RaftStateMachine<C>> Clone for RaftGroup<C, SM> {
@@ -113,6 +136,7 @@ impl<C: GroupTypes, SM: RaftStateMachine<C>> Clone for RaftGroup<C, SM> {
             raft: self.raft.clone(),
             group: self.group,
             node_id: self.node_id,
+            kind: self.kind.clone(),
         }
     }
 }
@@ -149,6 +173,7 @@ where
             disk,
         } = spec;
         let network = GrpcNetworkFactory::new(context.peers.clone(), group, node_id);
+        let kind = config.kind();
         let raft = Raft::new(node_id, config.openraft(), network, log, state_machine)
             .await
             .map_err(|err| fatal(group, err))?;
@@ -156,10 +181,12 @@ where
             group,
             Arc::new(RaftGroupRpc::new(raft.clone(), node_id).with_disk_guard(disk)),
         );
+        tokio::spawn(count_elections::<C>(raft.server_metrics(), kind.clone()));
         let this = Self {
             raft,
             group,
             node_id,
+            kind,
         };
         if let Some(voters) = bootstrap {
             this.initialize(voters).await?;
@@ -219,19 +246,46 @@ impl<C: GroupTypes, SM: RaftStateMachine<C>> RaftGroup<C, SM> {
     where
         C: GroupTypes<Responder<ClientWriteResult<C>> = ProgressResponder<C, ClientWriteResult<C>>>,
     {
-        let (responder, applied) = ProgressResponder::complete_only();
+        let started = Instant::now();
+        let (responder, committed, applied) = ProgressResponder::new();
         self.raft
             .client_write_ff(command, Some(responder))
             .await
             .map_err(|err| fatal(self.group, err))?;
+        let queued = started.elapsed();
         let this = self.clone();
         Ok(Box::pin(async move {
-            match applied.await {
-                Ok(Ok(response)) => Ok(response.data),
+            let queued_at = Instant::now();
+            let committed = committed.await.ok().map(|_| queued_at.elapsed());
+            let commit_at = Instant::now();
+            let outcome = applied.await;
+            let stages = Stages {
+                queued,
+                committed,
+                applied: commit_at.elapsed(),
+            };
+            match outcome {
+                Ok(Ok(response)) => {
+                    this.record(&stages);
+                    Ok((response.data, stages))
+                }
                 Ok(Err(err)) => Err(this.write_error(RaftError::APIError(err))),
                 Err(_) => Err(GroupError::Stopped { group: this.group }),
             }
         }))
+    }
+
+    /// The stage histograms of a proposal that completed.
+    fn record(&self, stages: &Stages) {
+        let kind = self.kind.clone();
+        metrics::histogram!("mq_raft_propose_queue_seconds", "group_kind" => kind.clone())
+            .record(stages.queued.as_secs_f64());
+        if let Some(committed) = stages.committed {
+            metrics::histogram!("mq_raft_propose_commit_seconds", "group_kind" => kind.clone())
+                .record(committed.as_secs_f64());
+        }
+        metrics::histogram!("mq_raft_propose_apply_seconds", "group_kind" => kind)
+            .record(stages.applied.as_secs_f64());
     }
 
     /// Confirms that this node leads and that its state machine holds everything committed
@@ -334,7 +388,9 @@ impl<C: GroupTypes, SM: RaftStateMachine<C>> RaftGroup<C, SM> {
     /// The group's leader, every time it changes (first the current one); ends when the group
     /// stops.
     pub fn watch_leader(&self) -> impl futures::Stream<Item = Option<u64>> + Send + 'static {
-        let metrics = self.raft.metrics();
+        // The server metrics change with votes, states and leaders only (not with every
+        // append, as the full metrics do).
+        let metrics = self.raft.server_metrics();
         futures::stream::unfold(
             (metrics, None::<Option<u64>>),
             |(mut metrics, last)| async move {
@@ -469,5 +525,51 @@ impl From<&GroupError> for mq_common::error::ApiError {
             _ => None,
         };
         ApiError::new(code, error.to_string()).with_leader(leader)
+    }
+}
+
+/// Counts, until the group stops, the terms this replica entered
+/// (`mq_raft_term_changes_total`), the elections it won (`mq_raft_elections_won_total`) and
+/// the leader changes it saw (`mq_raft_leader_changes_total`), by group kind.
+async fn count_elections<C: GroupTypes>(
+    mut metrics: openraft::alias::WatchReceiverOf<C, openraft::metrics::RaftServerMetrics<C>>,
+    kind: Arc<str>,
+) {
+    use openraft::vote::{RaftLeaderId as _, RaftVote as _};
+    // Exported from the start, at zero on a replica that never led.
+    for name in [
+        "mq_raft_term_changes_total",
+        "mq_raft_leader_changes_total",
+        "mq_raft_elections_won_total",
+    ] {
+        metrics::counter!(name, "group_kind" => kind.clone()).increment(0);
+    }
+    let (mut term, mut leader, mut leading) = {
+        let now = metrics.borrow_watched();
+        (
+            now.vote.leader_id().term(),
+            now.current_leader,
+            now.state == openraft::ServerState::Leader,
+        )
+    };
+    while metrics.changed().await.is_ok() {
+        let now = metrics.borrow_watched();
+        let now_term = now.vote.leader_id().term();
+        if now_term != term {
+            metrics::counter!("mq_raft_term_changes_total", "group_kind" => kind.clone())
+                .increment(1);
+            term = now_term;
+        }
+        if now.current_leader != leader {
+            metrics::counter!("mq_raft_leader_changes_total", "group_kind" => kind.clone())
+                .increment(1);
+            leader = now.current_leader;
+        }
+        let now_leading = now.state == openraft::ServerState::Leader;
+        if now_leading && !leading {
+            metrics::counter!("mq_raft_elections_won_total", "group_kind" => kind.clone())
+                .increment(1);
+        }
+        leading = now_leading;
     }
 }

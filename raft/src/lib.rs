@@ -26,6 +26,7 @@
 //! and `partition::state_machine`) and nowhere else. What a group's commands mean belongs to
 //! the crate that owns the group: this crate never interprets application data.
 
+pub mod blocking;
 pub mod codec;
 pub mod config;
 pub mod disk;
@@ -41,8 +42,10 @@ pub mod transport;
 pub mod types;
 
 pub use config::{GroupConfig, InvalidTimings, RaftTimings};
-pub use group::{GroupContext, GroupError, GroupSpec, GroupStatus, Leader, Member, RaftGroup};
+pub use group::{
+    GroupContext, GroupError, GroupSpec, GroupStatus, Leader, Member, Pending, RaftGroup, Stages,
+};
 pub use kv::{ControlGroup, KvGroup, KvStateMachine, KvTypes, ReplicatedState, Rows, SharedState};
 pub use log_store::RocksLogStore;
-pub use store::{Store, StoreError, StoreOptions};
+pub use store::{EngineCounters, Store, StoreError, StoreOptions};
 pub use types::GroupTypes;

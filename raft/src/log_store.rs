@@ -31,6 +31,9 @@ use crate::keys::{self, CF_RAFT_LOG, CF_RAFT_STATE, state_tag};
 use crate::store::{Store, io_error};
 use crate::types::GroupTypes;
 
+/// A log write, or a wait for its fsync, slower than this is logged.
+const SLOW_LOG_IO: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The Raft log of one group. Cloning is cheap; clones share the store and the cache.
 pub struct RocksLogStore<C: RaftTypeConfig> {
     store: Store,
@@ -361,7 +364,7 @@ impl<C: GroupTypes> RaftLogStorage<C> for RocksLogStore<C> {
         let store = self.store.clone();
         // A vote must be on disk before this returns; the fsync blocks, so not on a runtime
         // worker.
-        tokio::task::spawn_blocking(move || store.write_durable(batch))
+        crate::blocking::spawn("save_vote", move || store.write_durable(batch))
             .await
             .map_err(io::Error::other)?
     }
@@ -396,14 +399,27 @@ impl<C: GroupTypes> RaftLogStorage<C> for RocksLogStore<C> {
             batch.put_cf(log, keys::indexed(self.group, entry.index()), &bytes);
             appended.push((entry, bytes.len()));
         }
+        let started = std::time::Instant::now();
         self.store.write(batch)?;
+        let wrote = started.elapsed();
+        metrics::histogram!("mq_raft_log_write_seconds").record(wrote.as_secs_f64());
+        if wrote >= SLOW_LOG_IO {
+            tracing::warn!(group = %self.group, took_ms = wrote.as_millis() as u64, "slow log write");
+        }
         let mut cache = self.cache();
         for (entry, size) in appended {
             cache.push(entry.index(), entry, size);
         }
         drop(cache);
-        self.store
-            .after_sync(Box::new(move |outcome| callback.io_completed(outcome)));
+        self.store.after_sync(Box::new(move |outcome| {
+            // From the write to the fsync that made it durable.
+            let flushed = started.elapsed();
+            metrics::histogram!("mq_raft_log_flush_seconds").record(flushed.as_secs_f64());
+            if flushed >= SLOW_LOG_IO {
+                tracing::warn!(took_ms = flushed.as_millis() as u64, "slow log flush");
+            }
+            callback.io_completed(outcome)
+        }));
         Ok(())
     }
 

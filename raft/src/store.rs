@@ -54,6 +54,10 @@ pub struct StoreOptions {
     /// How often free space is measured.
     #[serde(with = "humantime_serde")]
     pub disk_check_interval: Duration,
+    /// Most MiB/s memtable flushes and compactions write (RocksDB's auto-tuned rate limiter,
+    /// which lowers the rate while demand is low); 0 leaves them unlimited. Their bursts
+    /// otherwise queue ahead of the WAL fsyncs that acknowledgements wait for.
+    pub background_write_mib_per_sec: u64,
 }
 
 impl Default for StoreOptions {
@@ -69,6 +73,7 @@ impl Default for StoreOptions {
             log_cache_total_mib: 256,
             min_free_mib: 512,
             disk_check_interval: Duration::from_millis(250),
+            background_write_mib_per_sec: 256,
         }
     }
 }
@@ -100,6 +105,8 @@ struct Inner {
     // and the lock is released last.
     syncer: Option<Syncer>,
     db: Arc<DB>,
+    /// The options the DB was opened with: they hold its statistics.
+    db_options: Options,
     dir: PathBuf,
     options: StoreOptions,
     log_cache: Arc<CacheBudget>,
@@ -142,12 +149,11 @@ impl Store {
         }
 
         let db_dir = dir.join(DB_DIR);
-        let db = Arc::new(
-            open_db(&db_dir, options).map_err(|source| StoreError::Open {
-                dir: db_dir.clone(),
-                source,
-            })?,
-        );
+        let (db, db_options) = open_db(&db_dir, options).map_err(|source| StoreError::Open {
+            dir: db_dir.clone(),
+            source,
+        })?;
+        let db = Arc::new(db);
         let syncer = if options.fsync {
             Some(Syncer::start(db.clone(), options.sync_linger).map_err(io_err)?)
         } else {
@@ -159,6 +165,7 @@ impl Store {
             inner: Arc::new(Inner {
                 syncer,
                 db,
+                db_options,
                 dir: dir.to_owned(),
                 options: options.clone(),
                 log_cache: Arc::new(CacheBudget::new(
@@ -247,6 +254,25 @@ impl Store {
         Ok(())
     }
 
+    /// RocksDB's stall, flush and compaction counters since the store opened.
+    pub fn engine_counters(&self) -> EngineCounters {
+        use rocksdb::statistics::{Histogram, Ticker};
+        let options = &self.inner.db_options;
+        let (flush, compaction) = (
+            options.get_histogram_data(Histogram::FlushTime),
+            options.get_histogram_data(Histogram::CompactionTime),
+        );
+        EngineCounters {
+            stall_micros: options.get_ticker_count(Ticker::StallMicros),
+            flushes: flush.count(),
+            flush_write_bytes: options.get_ticker_count(Ticker::FlushWriteBytes),
+            flush_micros: flush.sum(),
+            compactions: compaction.count(),
+            compaction_write_bytes: options.get_ticker_count(Ticker::CompactWriteBytes),
+            compaction_micros: compaction.sum(),
+        }
+    }
+
     /// Syncer counters; `None` with fsync off.
     pub fn sync_stats(&self) -> Option<&SyncStats> {
         self.inner.syncer.as_ref().map(Syncer::stats)
@@ -276,8 +302,19 @@ impl Store {
     }
 }
 
-fn open_db(path: &Path, options: &StoreOptions) -> Result<DB, rocksdb::Error> {
+fn open_db(path: &Path, options: &StoreOptions) -> Result<(DB, Options), rocksdb::Error> {
     let mut db_options = Options::default();
+    // Counters for stalls, flushes and compactions (see `Store::engine_counters`).
+    db_options.enable_statistics();
+    db_options.set_statistics_level(rocksdb::statistics::StatsLevel::ExceptDetailedTimers);
+    // Flushes and compactions write their files out as they go (sync_file_range every MiB)
+    // rather than leaving the kernel a burst of dirty pages that a WAL fsync then waits
+    // behind, and at a bounded rate.
+    db_options.set_bytes_per_sync(1 << 20);
+    if options.background_write_mib_per_sec > 0 {
+        let rate = (options.background_write_mib_per_sec << 20) as i64;
+        db_options.set_auto_tuned_ratelimiter(rate, 100_000, 10);
+    }
     db_options.create_if_missing(true);
     db_options.create_missing_column_families(true);
     db_options.increase_parallelism(options.background_jobs.max(1));
@@ -317,7 +354,21 @@ fn open_db(path: &Path, options: &StoreOptions) -> Result<DB, rocksdb::Error> {
         }
         ColumnFamilyDescriptor::new(name, cf)
     });
-    DB::open_cf_descriptors(&db_options, path, families)
+    let db = DB::open_cf_descriptors(&db_options, path, families)?;
+    Ok((db, db_options))
+}
+
+/// Cumulative RocksDB counters of a store, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineCounters {
+    /// Time writes were stalled or slowed down (memtables or L0 full), microseconds.
+    pub stall_micros: u64,
+    pub flushes: u64,
+    pub flush_write_bytes: u64,
+    pub flush_micros: u64,
+    pub compactions: u64,
+    pub compaction_write_bytes: u64,
+    pub compaction_micros: u64,
 }
 
 /// RocksDB errors as `io::Error`, the error type openraft's storage traits use.

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use rocksdb::DB;
 
+/// A WAL fsync slower than this is logged.
+const SLOW_SYNC: Duration = Duration::from_millis(50);
+
 /// Completion of a write: called with the outcome of the fsync that covered it.
 pub type SyncCallback = Box<dyn FnOnce(io::Result<()>) + Send>;
 
@@ -91,6 +94,13 @@ fn run(db: &DB, pending: &mpsc::Receiver<SyncCallback>, linger: Duration, stats:
         metrics::counter!("mq_wal_syncs_total").increment(1);
         metrics::histogram!("mq_wal_sync_seconds").record(took.as_secs_f64());
         metrics::histogram!("mq_wal_sync_writes").record(round.len() as f64);
+        if took >= SLOW_SYNC {
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                writes = round.len(),
+                "slow WAL fsync"
+            );
+        }
         stats
             .sync_micros
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);

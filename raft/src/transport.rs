@@ -77,6 +77,19 @@ pub enum RpcKind {
     TransferLeader,
 }
 
+impl RpcKind {
+    /// The metrics label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Append => "append",
+            Self::Vote => "vote",
+            Self::PreVote => "pre_vote",
+            Self::InstallSnapshot => "install_snapshot",
+            Self::TransferLeader => "transfer_leader",
+        }
+    }
+}
+
 /// Creates the network clients of one group on one node.
 #[derive(Debug)]
 pub struct GrpcNetworkFactory<C> {
@@ -109,6 +122,7 @@ impl<C: GroupTypes> RaftNetworkFactory<C> for GrpcNetworkFactory<C> {
             group: self.group,
             local_node: self.local_node,
             target,
+            peer: node.addr.as_str().into(),
             _types: PhantomData,
         }
     }
@@ -121,6 +135,8 @@ pub struct GrpcNetwork<C> {
     group: GroupId,
     local_node: u64,
     target: u64,
+    /// The target's address, the `peer` label of the RPC histogram.
+    peer: Arc<str>,
     _types: PhantomData<fn() -> C>,
 }
 
@@ -161,7 +177,11 @@ impl<C: GroupTypes> GrpcNetwork<C> {
                 RpcKind::TransferLeader => client.transfer_leader(message).await,
             }
         };
-        let reply = match tokio::time::timeout(timeout, call).await {
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(timeout, call).await;
+        metrics::histogram!("mq_raft_rpc_seconds", "rpc" => kind.name(), "peer" => self.peer.clone())
+            .record(started.elapsed().as_secs_f64());
+        let reply = match outcome {
             Err(_) => return Err(CallError::Timeout(timeout)),
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
                 return Err(CallError::Unreachable(status.to_string()));
@@ -321,7 +341,14 @@ where
                     if !request.entries.is_empty() {
                         refuse_if_full()?;
                     }
-                    reply(raft.append_entries(request).await)
+                    let started = std::time::Instant::now();
+                    let outcome = raft.append_entries(request).await;
+                    let took = started.elapsed();
+                    metrics::histogram!("mq_raft_append_handle_seconds").record(took.as_secs_f64());
+                    if took >= std::time::Duration::from_millis(100) {
+                        tracing::warn!(took_ms = took.as_millis() as u64, "slow AppendEntries");
+                    }
+                    reply(outcome)
                 }
                 RpcKind::Vote => {
                     let request: VoteRequest<C> = codec::decode(&payload)?;

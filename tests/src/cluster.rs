@@ -29,6 +29,8 @@ pub struct ClusterSpec {
     pub small_disk: Option<(u32, u64)>,
     /// Every broker behind a delaying proxy (see [`crate::Node::set_link_delay`]).
     pub delay_proxies: bool,
+    /// Every node serves Prometheus metrics (see [`crate::Node::with_metrics`]).
+    pub metrics: bool,
 }
 
 impl ClusterSpec {
@@ -43,7 +45,14 @@ impl ClusterSpec {
             log_dir: None,
             small_disk: None,
             delay_proxies: false,
+            metrics: false,
         }
+    }
+
+    /// Every node serves Prometheus metrics.
+    pub fn with_metrics(mut self) -> Self {
+        self.metrics = true;
+        self
     }
 
     /// Keeps every node's log in `dir` (copied when the cluster is dropped).
@@ -153,6 +162,9 @@ impl Cluster {
             if let Some(dir) = &spec.log_dir {
                 node = node.keep_log_in(dir);
             }
+            if spec.metrics {
+                node = node.with_metrics();
+            }
             managers.push(node);
         }
         let mut cluster = Self {
@@ -211,6 +223,9 @@ impl Cluster {
         }
         if self.spec.delay_proxies {
             node.behind_delay_proxy();
+        }
+        if self.spec.metrics {
+            node = node.with_metrics();
         }
         Ok(node)
     }

@@ -10,6 +10,7 @@
 
 pub mod chaos;
 pub mod cluster;
+pub mod metrics;
 pub mod net;
 pub mod workload;
 
@@ -150,6 +151,8 @@ pub struct Node {
     child: Option<Child>,
     /// The data directory is a tmpfs mount of this test's (unmounted when dropped).
     small_disk: bool,
+    /// Where the node serves Prometheus metrics (see [`Node::with_metrics`]).
+    metrics_port: Option<u16>,
     /// A delaying proxy every connection to the node goes through (see `mq-delay-proxy`).
     proxy: Option<DelayProxy>,
     // Owns the directory: removed when the node is dropped.
@@ -198,6 +201,7 @@ impl Node {
             child: None,
             small_disk: false,
             proxy: None,
+            metrics_port: None,
             _dir: dir,
             starts: 0,
         })
@@ -230,6 +234,32 @@ impl Node {
         self.namespace = Some(namespace);
         self.host = ip.to_string();
         self
+    }
+
+    /// Serves Prometheus metrics (`GET /metrics`) on a port of its own; see
+    /// [`Node::scrape_metrics`].
+    pub fn with_metrics(mut self) -> Self {
+        let port = reserve_port();
+        self.metrics_port = Some(port);
+        let address = format!("{}:{port}", self.host);
+        self.with_env("MQ_SERVER__METRICS_LISTEN", &address)
+    }
+
+    /// Where the node serves metrics, with [`Node::with_metrics`].
+    pub fn metrics_address(&self) -> Option<String> {
+        self.metrics_port
+            .map(|port| format!("{}:{port}", self.host))
+    }
+
+    /// The node's metrics now, parsed (needs [`Node::with_metrics`]).
+    pub async fn scrape_metrics(&self) -> anyhow::Result<metrics::Scrape> {
+        let Some(address) = self.metrics_address() else {
+            bail!(
+                "node {} serves no metrics (see Node::with_metrics)",
+                self.name
+            );
+        };
+        metrics::scrape(&address).await
     }
 
     /// Sets an environment variable of the node's process.

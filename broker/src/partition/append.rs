@@ -3,10 +3,10 @@
 //! and their sequence is checked at apply, in log order, on every replica alike.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mq_common::clock::now_ms;
-use mq_raft::GroupError;
+use mq_raft::{GroupError, Stages};
 
 use super::Partition;
 use super::producers;
@@ -32,36 +32,38 @@ impl Partition {
             batch,
             appended_at_ms: now_ms(),
         };
+        let started = Instant::now();
         let write = async {
-            let Some(header) = producer else {
-                return self.raft.propose(command()).await;
-            };
             // An idempotent producer's batches are handed to Raft in sequence order.
-            let turn = self
-                .sequencer
-                .admit(
-                    self.raft.term(),
-                    header.producer_id,
-                    header.base_sequence,
-                    header.record_count,
-                    producers::REORDER_WAIT.min(timeout),
-                    |producer| {
-                        let applied = self.applied_sequences.lock().expect("sequences lock");
-                        applied.get(&producer).copied()
-                    },
-                )
-                .await;
+            let turn = match producer {
+                None => None,
+                Some(header) => Some(
+                    self.sequencer
+                        .admit(
+                            self.raft.term(),
+                            header.producer_id,
+                            header.base_sequence,
+                            header.record_count,
+                            producers::REORDER_WAIT.min(timeout),
+                            &self.applied_sequences,
+                        )
+                        .await,
+                ),
+            };
+            let waited = started.elapsed();
             let submitted = self.raft.submit(command()).await;
             drop(turn);
-            submitted?.await
+            let (result, stages) = submitted?.await?;
+            Ok::<_, GroupError>((result, waited, stages))
         };
-        let result = match tokio::time::timeout(timeout, write).await {
+        let (result, waited, stages) = match tokio::time::timeout(timeout, write).await {
             Err(_) | Ok(Err(GroupError::OutcomeUnknown { .. })) => {
                 return Err(self.timeout(timeout));
             }
             Ok(Err(err)) => return Err(self.group_error(err)),
-            Ok(Ok(result)) => result,
+            Ok(Ok(done)) => done,
         };
+        self.note_stages(waited, &stages);
         let (topic, partition) = (self.spec.topic.to_string(), self.spec.partition.0);
         match result {
             ApplyResult::Appended(appended) => Ok(appended),
@@ -84,6 +86,30 @@ impl Partition {
                     got,
                 })
             }
+        }
+    }
+}
+
+/// An append slower than this is logged with where its time went.
+const SLOW_APPEND: Duration = Duration::from_millis(100);
+
+impl Partition {
+    /// Records how long an append waited for its turn and spent in each Raft stage; a slow
+    /// one is logged with the breakdown.
+    fn note_stages(&self, sequencer_wait: Duration, stages: &Stages) {
+        metrics::histogram!("mq_produce_sequencer_wait_seconds")
+            .record(sequencer_wait.as_secs_f64());
+        let total = sequencer_wait + stages.total();
+        if total >= SLOW_APPEND {
+            tracing::warn!(
+                group = %self.spec.group,
+                total_ms = total.as_millis() as u64,
+                sequencer_wait_ms = sequencer_wait.as_millis() as u64,
+                queued_ms = stages.queued.as_millis() as u64,
+                commit_ms = stages.committed.map(|c| c.as_millis() as u64),
+                apply_ms = stages.applied.as_millis() as u64,
+                "slow append"
+            );
         }
     }
 }

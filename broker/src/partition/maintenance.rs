@@ -28,11 +28,12 @@ impl Partition {
         }
         let cutoff = now_ms.saturating_sub(settings.delete_retention_ms as i64);
         let partition = self.clone();
-        let (rewritten, dropped, tombstones) =
-            tokio::task::spawn_blocking(move || partition.compact_blocking(progress, cutoff))
-                .await
-                .map_err(|err| BrokerError::Io(std::io::Error::other(err)))?
-                .map_err(|err| self.read_error(err))?;
+        let (rewritten, dropped, tombstones) = mq_raft::blocking::spawn("compaction", move || {
+            partition.compact_blocking(progress, cutoff)
+        })
+        .await
+        .map_err(|err| BrokerError::Io(std::io::Error::other(err)))?
+        .map_err(|err| self.read_error(err))?;
         *self.compacted.lock().expect("compacted lock") = (progress.high_watermark, tombstones);
         if rewritten > 0 {
             tracing::info!(group = %self.spec.group, rewritten, dropped, "compacted");
@@ -109,7 +110,7 @@ impl Partition {
         let progress = self.progress();
         let limits = self.spec.retention;
         let partition = self.clone();
-        let cut = tokio::task::spawn_blocking(move || {
+        let cut = mq_raft::blocking::spawn("retention_point", move || {
             partition.reader().retention_point(progress, limits, now_ms)
         })
         .await

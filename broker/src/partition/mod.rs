@@ -113,7 +113,7 @@ pub struct Partition {
     store: Store,
     progress: watch::Receiver<Progress>,
     sequencer: producers::Sequencer,
-    applied_sequences: producers::AppliedSequences,
+    applied_sequences: Arc<producers::AppliedSequences>,
     retention_target: state_machine::RetentionTarget,
     /// The high watermark of the last compaction, and whether it kept tombstones that will
     /// expire (a pass is due when either says so).
@@ -223,7 +223,7 @@ impl Partition {
     ) -> Result<(ReadResult, Progress), BrokerError> {
         let progress = self.check_offset(offset)?;
         let partition = self.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        let result = mq_raft::blocking::spawn("read", move || {
             partition
                 .reader()
                 .read(offset, progress.high_watermark, limits)
@@ -245,7 +245,7 @@ impl Partition {
     ) -> Result<(u64, Option<i64>, Progress), BrokerError> {
         let progress = self.progress();
         let partition = self.clone();
-        let found = tokio::task::spawn_blocking(move || {
+        let found = mq_raft::blocking::spawn("offset_for_timestamp", move || {
             partition.reader().offset_for_timestamp(
                 timestamp_ms,
                 progress.log_start_offset,

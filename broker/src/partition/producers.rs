@@ -111,8 +111,40 @@ impl Producers {
 }
 
 /// Each producer's next sequence as applied, shared by the state machine (which updates it)
-/// with the leader's sequencer (which starts from it).
-pub type AppliedSequences = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u64, u32>>>;
+/// with the leader's sequencer (which starts from it and waits on its changes).
+#[derive(Debug, Default)]
+pub struct AppliedSequences {
+    next: std::sync::Mutex<std::collections::HashMap<u64, u32>>,
+    changed: tokio::sync::Notify,
+}
+
+impl AppliedSequences {
+    pub fn new(next: std::collections::HashMap<u64, u32>) -> Self {
+        Self {
+            next: std::sync::Mutex::new(next),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// `producer`'s next sequence as applied.
+    pub fn get(&self, producer: u64) -> Option<u32> {
+        self.lock().get(&producer).copied()
+    }
+
+    /// Runs `update` on the map and wakes the sequencers waiting on it.
+    pub fn update<R>(
+        &self,
+        update: impl FnOnce(&mut std::collections::HashMap<u64, u32>) -> R,
+    ) -> R {
+        let result = update(&mut self.lock());
+        self.changed.notify_waiters();
+        result
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, u32>> {
+        self.next.lock().expect("sequences lock")
+    }
+}
 
 impl Producers {
     /// Every producer's next sequence.
@@ -152,28 +184,35 @@ impl Sequencer {
         base_sequence: u32,
         record_count: u32,
         wait: std::time::Duration,
-        applied: impl Fn(u64) -> Option<u32>,
+        applied: &AppliedSequences,
     ) -> SequenceTurn<'_> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let submitted = self.proposed.notified();
+            let applied_changed = applied.changed.notified();
             {
                 let mut next = self.next.lock().expect("sequencer lock");
                 if next.0 != term || next.1.len() >= SEQUENCER_CAPACITY {
                     *next = (term, std::collections::HashMap::new());
                 }
-                // A producer not seen in this term starts where the applied log left it.
-                let expected = *next
-                    .1
-                    .entry(producer_id)
-                    .or_insert_with(|| applied(producer_id).unwrap_or(0));
-                let ahead = base_sequence.wrapping_sub(expected);
+                // The applied log may be ahead of what this term handed to Raft: a new
+                // leader applies the batches its predecessor committed after it took over,
+                // and the producer's next batches continue from those, not from what was
+                // applied when it first came.
+                let expected = next.1.entry(producer_id).or_insert(0);
+                if let Some(applied) = applied.get(producer_id)
+                    && applied.wrapping_sub(*expected) < 1 << 31
+                {
+                    *expected = applied;
+                }
+                let ahead = base_sequence.wrapping_sub(*expected);
                 if ahead == 0 || ahead >= 1 << 31 || tokio::time::Instant::now() >= deadline {
                     break;
                 }
             }
             tokio::select! {
                 _ = submitted => {}
+                _ = applied_changed => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
@@ -295,15 +334,16 @@ mod tests {
     #[tokio::test]
     async fn the_sequencer_lets_batches_through_in_sequence_order() {
         let sequencer = std::sync::Arc::new(Sequencer::default());
+        let none = std::sync::Arc::new(AppliedSequences::default());
         let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         // The producer's first batch (a new producer starts at 0) goes at once.
-        drop(sequencer.admit(1, 7, 0, 10, REORDER_WAIT, |_| None).await);
+        drop(sequencer.admit(1, 7, 0, 10, REORDER_WAIT, &none).await);
         // Batches 3 and 2 arrive before batch 1.
         let mut tasks = Vec::new();
         for seq in [30u32, 20] {
-            let (sequencer, order) = (sequencer.clone(), order.clone());
+            let (sequencer, order, none) = (sequencer.clone(), order.clone(), none.clone());
             tasks.push(tokio::spawn(async move {
-                let turn = sequencer.admit(1, 7, seq, 10, REORDER_WAIT, |_| None).await;
+                let turn = sequencer.admit(1, 7, seq, 10, REORDER_WAIT, &none).await;
                 order.lock().unwrap().push(seq);
                 drop(turn);
             }));
@@ -314,7 +354,7 @@ mod tests {
             order.lock().unwrap().is_empty(),
             "ahead of the sequence: held"
         );
-        let turn = sequencer.admit(1, 7, 10, 10, REORDER_WAIT, |_| None).await;
+        let turn = sequencer.admit(1, 7, 10, 10, REORDER_WAIT, &none).await;
         order.lock().unwrap().push(10);
         drop(turn);
         for task in tasks {
@@ -324,11 +364,11 @@ mod tests {
         assert_eq!(order, vec![10, 20, 30]);
         // A retry of an old batch is not held; a gap is held only for the wait.
         let started = tokio::time::Instant::now();
-        drop(sequencer.admit(1, 7, 0, 10, REORDER_WAIT, |_| None).await);
+        drop(sequencer.admit(1, 7, 0, 10, REORDER_WAIT, &none).await);
         assert!(started.elapsed() < std::time::Duration::from_millis(100));
         drop(
             sequencer
-                .admit(1, 7, 100, 1, std::time::Duration::from_millis(50), |_| None)
+                .admit(1, 7, 100, 1, std::time::Duration::from_millis(50), &none)
                 .await,
         );
         assert!(started.elapsed() >= std::time::Duration::from_millis(50));
@@ -336,13 +376,52 @@ mod tests {
         let started = tokio::time::Instant::now();
         drop(
             sequencer
-                .admit(2, 7, 500, 1, REORDER_WAIT, |_| Some(500))
+                .admit(
+                    2,
+                    7,
+                    500,
+                    1,
+                    REORDER_WAIT,
+                    &AppliedSequences::new([(7, 500)].into()),
+                )
                 .await,
         );
         assert!(started.elapsed() < std::time::Duration::from_millis(100));
         // A refused batch resets the expectation to what the state machine wants.
         sequencer.correct(7, 400);
-        drop(sequencer.admit(2, 7, 400, 1, REORDER_WAIT, |_| None).await);
+        drop(sequencer.admit(2, 7, 400, 1, REORDER_WAIT, &none).await);
         assert!(started.elapsed() < std::time::Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn a_batch_ahead_goes_as_soon_as_its_predecessors_are_applied() {
+        // A new leader: its predecessor's batches up to sequence 30 are committed but not
+        // yet applied here, and the producer's next batch (30) arrives.
+        let sequencer = std::sync::Arc::new(Sequencer::default());
+        let applied = std::sync::Arc::new(AppliedSequences::new([(7, 10)].into()));
+        let admitted = tokio::spawn({
+            let (sequencer, applied) = (sequencer.clone(), applied.clone());
+            async move {
+                drop(sequencer.admit(3, 7, 30, 10, REORDER_WAIT, &applied).await);
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(
+            !admitted.is_finished(),
+            "held while its predecessors are not applied"
+        );
+        applied.update(|next| next.insert(7, 30));
+        tokio::time::timeout(REORDER_WAIT / 2, admitted)
+            .await
+            .expect("admitted when the applied sequence caught up, not at the deadline")
+            .unwrap();
+        // The next batch continues from there.
+        let turn = tokio::time::timeout(
+            REORDER_WAIT / 2,
+            sequencer.admit(3, 7, 40, 10, REORDER_WAIT, &applied),
+        )
+        .await
+        .expect("continues the sequence");
+        drop(turn);
     }
 }

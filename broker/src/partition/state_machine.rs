@@ -145,7 +145,7 @@ pub struct PartitionStateMachine {
     group: GroupId,
     state: AppliedState,
     producers: Producers,
-    applied_sequences: AppliedSequences,
+    applied_sequences: Arc<AppliedSequences>,
     /// Shared with snapshot builders, which move the log start offset.
     progress: Arc<watch::Sender<Progress>>,
     retention_target: RetentionTarget,
@@ -168,7 +168,7 @@ impl PartitionStateMachine {
             .get_tagged(CF_SM_META, group, meta_tag::APPLIED)?
             .unwrap_or_default();
         let producers = load_producers(&store, group)?;
-        let applied_sequences = AppliedSequences::new(producers.next_sequences().into());
+        let applied_sequences = Arc::new(AppliedSequences::new(producers.next_sequences()));
         let log_start_offset =
             current_snapshot(&store, group)?.map_or(0, |(_, snapshot)| snapshot.log_start_offset);
         let (progress, _) = watch::channel(Progress {
@@ -211,7 +211,7 @@ impl PartitionStateMachine {
     }
 
     /// Each producer's next sequence as applied (for the leader's sequencer).
-    pub fn applied_sequences(&self) -> AppliedSequences {
+    pub fn applied_sequences(&self) -> Arc<AppliedSequences> {
         self.applied_sequences.clone()
     }
 
@@ -246,10 +246,14 @@ impl PartitionStateMachine {
             record_count,
             base_offset,
         };
-        let mut applied = self.applied_sequences.lock().expect("sequences lock");
-        applied.insert(producer, base_sequence.wrapping_add(record_count));
-        if let Some(evicted) = self.producers.record(producer, recent, index) {
-            applied.remove(&evicted);
+        let evicted = self.producers.record(producer, recent, index);
+        self.applied_sequences.update(|applied| {
+            applied.insert(producer, base_sequence.wrapping_add(record_count));
+            if let Some(evicted) = evicted {
+                applied.remove(&evicted);
+            }
+        });
+        if let Some(evicted) = evicted {
             batch.delete_cf(self.store.cf(CF_SM_META), producer_key(self.group, evicted));
         }
         let state = &self.producers.by_id[&producer];
@@ -506,7 +510,8 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
             );
         }
         self.producers = snapshot.producers.clone();
-        *self.applied_sequences.lock().expect("sequences lock") = self.producers.next_sequences();
+        let next = self.producers.next_sequences();
+        self.applied_sequences.update(|applied| *applied = next);
         // The snapshot's membership starts the history; every entry it covers is gone.
         batch.delete_range_cf(
             self.store.cf(CF_SM_META),
