@@ -67,6 +67,10 @@ struct Args {
     /// Where the CSV, the SVG and the summary go (default: a new directory under /tmp).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// A broker setting (`KEY=VALUE`, as `mq-broker --set`) for every broker, e.g. to compare
+    /// `storage.background_write_mib_per_sec=0` with the default in one sitting. Repeatable.
+    #[arg(long = "set")]
+    broker_set: Vec<String>,
     /// Skip NATS JetStream.
     #[arg(long)]
     no_peers: bool,
@@ -723,7 +727,13 @@ async fn main() -> anyhow::Result<()> {
         points.extend(setup(&args, &target, "standalone").await?);
     }
     if wanted("rf3") || wanted("broadcast") {
-        let cluster = Cluster::start(ClusterSpec::new(3, 3).with_metrics()).await?;
+        let spec = args
+            .broker_set
+            .iter()
+            .fold(ClusterSpec::new(3, 3).with_metrics(), |spec, setting| {
+                spec.broker_set(setting)
+            });
+        let cluster = Cluster::start(spec).await?;
         let target = |partitions, consumers, broadcast| Target {
             servers: cluster.broker_addresses(),
             brokers: cluster.brokers.iter().collect(),
