@@ -126,8 +126,35 @@ pub struct RaftGroup<C: GroupTypes, SM: RaftStateMachine<C>> {
     raft: Raft<C, SM>,
     group: GroupId,
     node_id: u64,
-    /// What kind of group this is (`partition`, `cluster-manager`, ...), a metrics label.
-    kind: std::sync::Arc<str>,
+    /// The stage histograms, labelled with the kind of group (`partition`, ...).
+    stages: Arc<StageHistograms>,
+}
+
+/// Handles of a group kind's stage histograms, looked up once rather than per proposal.
+struct StageHistograms {
+    queue: metrics::Histogram,
+    commit: metrics::Histogram,
+    apply: metrics::Histogram,
+}
+
+impl StageHistograms {
+    fn new(kind: &Arc<str>) -> Self {
+        let histogram =
+            |name: &'static str| metrics::histogram!(name, "group_kind" => kind.clone());
+        Self {
+            queue: histogram("mq_raft_propose_queue_seconds"),
+            commit: histogram("mq_raft_propose_commit_seconds"),
+            apply: histogram("mq_raft_propose_apply_seconds"),
+        }
+    }
+
+    fn record(&self, stages: &Stages) {
+        self.queue.record(stages.queued.as_secs_f64());
+        if let Some(committed) = stages.committed {
+            self.commit.record(committed.as_secs_f64());
+        }
+        self.apply.record(stages.applied.as_secs_f64());
+    }
 }
 
 impl<C: GroupTypes, SM: RaftStateMachine<C>> Clone for RaftGroup<C, SM> {
@@ -136,7 +163,7 @@ impl<C: GroupTypes, SM: RaftStateMachine<C>> Clone for RaftGroup<C, SM> {
             raft: self.raft.clone(),
             group: self.group,
             node_id: self.node_id,
-            kind: self.kind.clone(),
+            stages: self.stages.clone(),
         }
     }
 }
@@ -186,7 +213,7 @@ where
             raft,
             group,
             node_id,
-            kind,
+            stages: Arc::new(StageHistograms::new(&kind)),
         };
         if let Some(voters) = bootstrap {
             this.initialize(voters).await?;
@@ -252,10 +279,10 @@ impl<C: GroupTypes, SM: RaftStateMachine<C>> RaftGroup<C, SM> {
             .client_write_ff(command, Some(responder))
             .await
             .map_err(|err| fatal(self.group, err))?;
-        let queued = started.elapsed();
+        let queued_at = Instant::now();
+        let queued = queued_at - started;
         let this = self.clone();
         Ok(Box::pin(async move {
-            let queued_at = Instant::now();
             let committed = committed.await.ok().map(|_| queued_at.elapsed());
             let commit_at = Instant::now();
             let outcome = applied.await;
@@ -266,26 +293,13 @@ impl<C: GroupTypes, SM: RaftStateMachine<C>> RaftGroup<C, SM> {
             };
             match outcome {
                 Ok(Ok(response)) => {
-                    this.record(&stages);
+                    this.stages.record(&stages);
                     Ok((response.data, stages))
                 }
                 Ok(Err(err)) => Err(this.write_error(RaftError::APIError(err))),
                 Err(_) => Err(GroupError::Stopped { group: this.group }),
             }
         }))
-    }
-
-    /// The stage histograms of a proposal that completed.
-    fn record(&self, stages: &Stages) {
-        let kind = self.kind.clone();
-        metrics::histogram!("mq_raft_propose_queue_seconds", "group_kind" => kind.clone())
-            .record(stages.queued.as_secs_f64());
-        if let Some(committed) = stages.committed {
-            metrics::histogram!("mq_raft_propose_commit_seconds", "group_kind" => kind.clone())
-                .record(committed.as_secs_f64());
-        }
-        metrics::histogram!("mq_raft_propose_apply_seconds", "group_kind" => kind)
-            .record(stages.applied.as_secs_f64());
     }
 
     /// Confirms that this node leads and that its state machine holds everything committed

@@ -312,7 +312,8 @@ fn open_db(path: &Path, options: &StoreOptions) -> Result<(DB, Options), rocksdb
     // behind, and at a bounded rate.
     db_options.set_bytes_per_sync(1 << 20);
     if options.background_write_mib_per_sec > 0 {
-        let rate = (options.background_write_mib_per_sec << 20) as i64;
+        let rate = i64::try_from(options.background_write_mib_per_sec.saturating_mul(1 << 20))
+            .unwrap_or(i64::MAX);
         db_options.set_auto_tuned_ratelimiter(rate, 100_000, 10);
     }
     db_options.create_if_missing(true);
