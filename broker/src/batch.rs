@@ -59,10 +59,14 @@ pub struct ProducerSeq {
 }
 
 /// An encoded batch: its header and its records section, each sharing the buffer it came from
-/// (records sent already encoded are stored without a copy).
+/// (records sent already encoded are stored without a copy; a log entry decoded with
+/// `mq_raft::codec::decode_shared`, as replication and log reads do, keeps them as slices of
+/// the entry's bytes).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredBatch {
+    #[serde(with = "mq_raft::codec::shared_bytes")]
     header: Bytes,
+    #[serde(with = "mq_raft::codec::shared_bytes")]
     records: Bytes,
 }
 

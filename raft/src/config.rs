@@ -70,8 +70,10 @@ impl GroupConfig {
             // Snapshots are driven by retention (metadata only, at the retention point).
             snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: 0,
-            // Entries are producer batches of up to the broker's `max_batch_bytes`.
-            max_payload_entries: 8,
+            // Entries are producer batches: the transport cuts an AppendEntries at
+            // `MAX_APPEND_BYTES`, so this only bounds a run of small batches (a follower
+            // catching up on a paced producer's one-record batches takes 256 per round trip).
+            max_payload_entries: 256,
             ..Default::default()
         })
     }

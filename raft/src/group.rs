@@ -199,14 +199,20 @@ where
             bootstrap,
             disk,
         } = spec;
-        let network = GrpcNetworkFactory::new(context.peers.clone(), group, node_id);
+        let network = GrpcNetworkFactory::new(context.peers.clone(), group, node_id, log.clone());
         let kind = config.kind();
-        let raft = Raft::new(node_id, config.openraft(), network, log, state_machine)
-            .await
-            .map_err(|err| fatal(group, err))?;
+        let raft = Raft::new(
+            node_id,
+            config.openraft(),
+            network,
+            log.clone(),
+            state_machine,
+        )
+        .await
+        .map_err(|err| fatal(group, err))?;
         context.registry.register(
             group,
-            Arc::new(RaftGroupRpc::new(raft.clone(), node_id).with_disk_guard(disk)),
+            Arc::new(RaftGroupRpc::new(raft.clone(), node_id, log).with_disk_guard(disk)),
         );
         tokio::spawn(count_elections::<C>(raft.server_metrics(), kind.clone()));
         let this = Self {

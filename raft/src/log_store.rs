@@ -9,9 +9,12 @@
 //! - The most recent entries stay in a small per-group cache, bounded in bytes per group and in
 //!   total per store: applying an entry, replicating it and reading the tail of a partition
 //!   then skip the RocksDB read and the decode. The cache mirrors the stored log exactly for
-//!   the indexes it holds.
+//!   the indexes it holds, and keeps each entry's encoding too: replication sends those bytes
+//!   (see [`RocksLogStore::encoded`]) instead of encoding the entry again per follower.
+//! - A follower hands the encodings it received to [`RocksLogStore::received`] before openraft
+//!   appends the entries, so they are stored as received, not encoded again.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Debug;
 use std::io;
 use std::marker::PhantomData;
@@ -19,6 +22,7 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use mq_common::ids::GroupId;
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -38,8 +42,20 @@ const SLOW_LOG_IO: std::time::Duration = std::time::Duration::from_millis(50);
 pub struct RocksLogStore<C: RaftTypeConfig> {
     store: Store,
     group: GroupId,
-    cache: Arc<Mutex<TailCache<C::Entry>>>,
+    cache: Arc<Mutex<TailCache<Encoded<C::Entry>>>>,
+    /// Encodings a follower received for the entries openraft is about to append.
+    received: Arc<Mutex<Received<C>>>,
     _types: PhantomData<fn() -> C>,
+}
+
+/// Encodings received by a follower, by index, with the log id each encodes.
+type Received<C> = HashMap<u64, (LogIdOf<C>, Bytes)>;
+
+/// An entry with its encoding (what `raft_log` stores for it).
+#[derive(Debug, Clone)]
+struct Encoded<E> {
+    entry: E,
+    bytes: Bytes,
 }
 
 impl<C: RaftTypeConfig> Clone for RocksLogStore<C> {
@@ -48,6 +64,7 @@ impl<C: RaftTypeConfig> Clone for RocksLogStore<C> {
             store: self.store.clone(),
             group: self.group,
             cache: self.cache.clone(),
+            received: self.received.clone(),
             _types: PhantomData,
         }
     }
@@ -154,6 +171,14 @@ impl<E: Clone> TailCache<E> {
         }
     }
 
+    /// The cached entry at `index`.
+    fn at(&self, index: u64) -> Option<&E> {
+        let offset = index.checked_sub(self.first)?;
+        self.entries
+            .get(usize::try_from(offset).ok()?)
+            .map(|(e, _)| e)
+    }
+
     /// Replaces the cached entry at `index`, if cached.
     fn replace(&mut self, index: u64, entry: E, size: usize) {
         if index < self.first || index >= self.end() {
@@ -204,11 +229,12 @@ impl<C: GroupTypes> RocksLogStore<C> {
             store,
             group,
             cache: Arc::new(Mutex::new(TailCache::new(budget))),
+            received: Arc::default(),
             _types: PhantomData,
         }
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, TailCache<C::Entry>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, TailCache<Encoded<C::Entry>>> {
         self.cache.lock().expect("log cache lock")
     }
 
@@ -232,7 +258,7 @@ impl<C: GroupTypes> RocksLogStore<C> {
         if let Some(end_index) = end_index
             && let Some(entries) = self.cache().get(start, end_index)
         {
-            return Ok(entries);
+            return Ok(entries.into_iter().map(|cached| cached.entry).collect());
         }
         let end = match end_index {
             Some(i) => keys::indexed(self.group, i).to_vec(),
@@ -250,15 +276,42 @@ impl<C: GroupTypes> RocksLogStore<C> {
         let mut entries = Vec::new();
         for item in iter {
             let (_, value) = item.map_err(io_error)?;
-            entries.push(codec::decode::<C::Entry>(&value)?);
+            entries.push(decode_stored::<C::Entry>(&value)?);
         }
+        Ok(entries)
+    }
+
+    /// The encoding of `entry` as stored: the cached bytes when the cache holds the entry with
+    /// this log id (a compaction rewrite keeps the log id; either version is the entry),
+    /// else encoded now.
+    pub fn encoded(&self, entry: &C::Entry) -> io::Result<Bytes> {
+        if let Some(cached) = self.cache().at(entry.index())
+            && cached.entry.log_id() == entry.log_id()
+        {
+            return Ok(cached.bytes.clone());
+        }
+        codec::encode(entry).map(Bytes::from)
+    }
+
+    /// Decodes entries a follower received as encoded by the leader (zero copy: their batches
+    /// stay slices of `frames`) and keeps the encodings for the append that follows, which
+    /// then stores them as they are. Replaces what an earlier call left unused.
+    pub fn received(&self, frames: Vec<Bytes>) -> io::Result<Vec<C::Entry>> {
+        let mut entries = Vec::with_capacity(frames.len());
+        let mut encodings = HashMap::with_capacity(frames.len());
+        for frame in frames {
+            let entry: C::Entry = codec::decode_shared(&frame)?;
+            encodings.insert(entry.index(), (entry.log_id(), frame));
+            entries.push(entry);
+        }
+        *self.received.lock().expect("received lock") = encodings;
         Ok(entries)
     }
 
     /// Reads one entry.
     pub fn read_entry(&self, index: u64) -> io::Result<Option<C::Entry>> {
         if let Some(mut cached) = self.cache().get(index, index + 1) {
-            return Ok(cached.pop());
+            return Ok(cached.pop().map(|cached| cached.entry));
         }
         let log = self.store.cf(CF_RAFT_LOG);
         match self
@@ -267,7 +320,7 @@ impl<C: GroupTypes> RocksLogStore<C> {
             .get_pinned_cf(log, keys::indexed(self.group, index))
             .map_err(io_error)?
         {
-            Some(value) => codec::decode(&value).map(Some),
+            Some(value) => decode_stored(&value).map(Some),
             None => Ok(None),
         }
     }
@@ -280,7 +333,7 @@ impl<C: GroupTypes> RocksLogStore<C> {
         let index = entry.index();
         let key = keys::indexed(self.group, index);
         let log = self.store.cf(CF_RAFT_LOG);
-        let bytes = codec::encode(&entry)?;
+        let bytes = Bytes::from(codec::encode(&entry)?);
         let mut cache = self.cache();
         let stored = self.store.db().get_pinned_cf(log, key).map_err(io_error)?;
         let same_log_id = match stored {
@@ -293,7 +346,8 @@ impl<C: GroupTypes> RocksLogStore<C> {
         let mut batch = WriteBatch::default();
         batch.put_cf(log, key, &bytes);
         self.store.write(batch)?;
-        cache.replace(index, entry, bytes.len());
+        let size = bytes.len();
+        cache.replace(index, Encoded { entry, bytes }, size);
         Ok(true)
     }
 
@@ -309,7 +363,7 @@ impl<C: GroupTypes> RocksLogStore<C> {
         match iter.next() {
             Some(item) => {
                 let (_, value) = item.map_err(io_error)?;
-                codec::decode(&value).map(Some)
+                decode_stored(&value).map(Some)
             }
             None => Ok(None),
         }
@@ -386,18 +440,20 @@ impl<C: GroupTypes> RaftLogStorage<C> for RocksLogStore<C> {
         I::IntoIter: OptionalSend,
     {
         let log = self.store.cf(CF_RAFT_LOG);
+        let mut received = std::mem::take(&mut *self.received.lock().expect("received lock"));
         let mut encoded = Vec::new();
         for entry in entries {
-            let bytes = codec::encode(&entry)?;
-            encoded.push((entry, bytes));
+            let bytes = match received.remove(&entry.index()) {
+                Some((log_id, bytes)) if log_id == entry.log_id() => bytes,
+                _ => Bytes::from(codec::encode(&entry)?),
+            };
+            encoded.push(Encoded { entry, bytes });
         }
         // Sized up front, so RocksDB does not grow (and copy) its buffer per entry.
-        let capacity = encoded.iter().map(|(_, b)| b.len() + 32).sum::<usize>() + 12;
+        let capacity = encoded.iter().map(|e| e.bytes.len() + 32).sum::<usize>() + 12;
         let mut batch = WriteBatch::with_capacity_bytes(capacity);
-        let mut appended = Vec::with_capacity(encoded.len());
-        for (entry, bytes) in encoded {
-            batch.put_cf(log, keys::indexed(self.group, entry.index()), &bytes);
-            appended.push((entry, bytes.len()));
+        for e in &encoded {
+            batch.put_cf(log, keys::indexed(self.group, e.entry.index()), &e.bytes);
         }
         let started = std::time::Instant::now();
         self.store.write(batch)?;
@@ -407,8 +463,9 @@ impl<C: GroupTypes> RaftLogStorage<C> for RocksLogStore<C> {
             tracing::warn!(group = %self.group, took_ms = wrote.as_millis() as u64, "slow log write");
         }
         let mut cache = self.cache();
-        for (entry, size) in appended {
-            cache.push(entry.index(), entry, size);
+        for e in encoded {
+            let size = e.bytes.len();
+            cache.push(e.entry.index(), e, size);
         }
         drop(cache);
         self.store.after_sync(Box::new(move |outcome| {
@@ -450,6 +507,12 @@ impl<C: GroupTypes> RaftLogStorage<C> for RocksLogStore<C> {
         cache.purge(log_id.index());
         Ok(())
     }
+}
+
+/// Decodes an entry read from RocksDB: one copy of the value, which the entry's batches then
+/// share (rather than a copy of each).
+fn decode_stored<E: serde::de::DeserializeOwned>(value: &[u8]) -> io::Result<E> {
+    codec::decode_shared(&Bytes::copy_from_slice(value))
 }
 
 /// The typed log id of an entry (re-exported helper for state machines).
@@ -547,6 +610,60 @@ mod tests {
         assert!(!log.rewrite(entry(1, 1, "revived")).unwrap());
         assert_eq!(payload(&fresh, 1), None);
         assert_eq!(payload(&fresh, 3).as_deref(), Some("old"));
+    }
+
+    /// A follower stores the encodings it received (no second encoding), replication sends
+    /// the stored bytes, and what is read back, cached or from disk, is the same entry.
+    #[tokio::test]
+    async fn received_encodings_are_stored_and_sent_as_they_came() {
+        use openraft::EntryPayload;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let mut follower = RocksLogStore::<TestTypes>::new(store.clone(), GroupId(1001));
+        let entry = |index: u64| {
+            let mut entry = blank_ent::<TestTypes>(1, 1, index);
+            entry.payload = EntryPayload::Normal(format!("batch {index}"));
+            entry
+        };
+        let frames: Vec<Bytes> = (1..=3)
+            .map(|i| Bytes::from(codec::encode(&entry(i)).unwrap()))
+            .collect();
+        let entries = follower.received(frames.clone()).unwrap();
+        assert_eq!(
+            entries.iter().map(|e| e.index()).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        follower.append(entries, IOFlushed::noop()).await.unwrap();
+        for (i, frame) in (1..=3).zip(&frames) {
+            let sent = follower.encoded(&entry(i)).unwrap();
+            assert_eq!(
+                sent.as_ptr(),
+                frame.as_ptr(),
+                "entry {i}: the received bytes, kept"
+            );
+        }
+        // An entry with another log id at a cached index is encoded afresh.
+        let other = blank_ent::<TestTypes>(2, 1, 2);
+        assert_eq!(
+            follower.encoded(&other).unwrap(),
+            Bytes::from(codec::encode(&other).unwrap())
+        );
+        // Encodings left unused by one append are not reused by a later one.
+        follower.received(vec![frames[0].clone()]).unwrap();
+        follower
+            .append([entry(4)], IOFlushed::noop())
+            .await
+            .unwrap();
+        assert!(follower.received.lock().unwrap().is_empty());
+        let fresh = RocksLogStore::<TestTypes>::new(store, GroupId(1001));
+        let stored = fresh.read_entries(1..5).unwrap();
+        assert_eq!(stored.len(), 4);
+        for stored in stored {
+            assert_eq!(
+                codec::encode(&stored).unwrap(),
+                codec::encode(&entry(stored.index())).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -4,11 +4,16 @@
 //! share [`Peers`]: one HTTP/2 channel per peer address, multiplexing every group. Server side:
 //! [`RaftTransportService`] looks the group up in a [`GroupRegistry`] and hands the message to
 //! that group's Raft. Messages are openraft's own request and response types, postcard-encoded.
+//!
+//! AppendEntries is the exception that carries the data: its entries travel as the leader's
+//! log stored them ([`RocksLogStore::encoded`], encoded once for the log and every follower),
+//! one `bytes` field each, at most [`MAX_APPEND_BYTES`] per message (openraft is told the rest
+//! is still to send). The follower decodes them as slices of the received frame and stores
+//! the same bytes ([`RocksLogStore::received`]).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -18,7 +23,7 @@ use mq_common::ids::GroupId;
 use mq_proto::internal::RaftMessage;
 use mq_proto::internal::raft_transport_client::RaftTransportClient;
 use mq_proto::internal::raft_transport_server::RaftTransport;
-use openraft::Raft;
+use openraft::entry::RaftEntry;
 use openraft::error::{
     NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
 };
@@ -30,6 +35,7 @@ use openraft::raft::{
 };
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
+use openraft::{Raft, RaftTypeConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
@@ -37,10 +43,16 @@ use tonic::{Request, Response, Status};
 
 use crate::codec;
 use crate::disk::DiskGuard;
+use crate::log_store::RocksLogStore;
 use crate::types::GroupTypes;
 
 /// Largest Raft message on the wire: a few maximal producer batches per AppendEntries.
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 256 << 20;
+
+/// Entry bytes per AppendEntries: past this the rest goes in the next message (a single larger
+/// entry still goes, alone). Big enough to amortise a round trip, small enough that a
+/// follower's decode and write do not hold up the heartbeats behind it.
+pub const MAX_APPEND_BYTES: usize = 4 << 20;
 
 /// One gRPC channel per peer address, shared by every group.
 #[derive(Debug, Default)]
@@ -100,20 +112,21 @@ const SLOW_APPEND_ENTRIES: Duration = Duration::from_millis(100);
 
 /// Creates the network clients of one group on one node.
 #[derive(Debug)]
-pub struct GrpcNetworkFactory<C> {
+pub struct GrpcNetworkFactory<C: RaftTypeConfig> {
     peers: Arc<Peers>,
     group: GroupId,
     local_node: u64,
-    _types: PhantomData<fn() -> C>,
+    /// The group's log, whose encodings AppendEntries sends.
+    log: RocksLogStore<C>,
 }
 
-impl<C> GrpcNetworkFactory<C> {
-    pub fn new(peers: Arc<Peers>, group: GroupId, local_node: u64) -> Self {
+impl<C: RaftTypeConfig> GrpcNetworkFactory<C> {
+    pub fn new(peers: Arc<Peers>, group: GroupId, local_node: u64, log: RocksLogStore<C>) -> Self {
         Self {
             peers,
             group,
             local_node,
-            _types: PhantomData,
+            log,
         }
     }
 }
@@ -132,14 +145,14 @@ impl<C: GroupTypes> RaftNetworkFactory<C> for GrpcNetworkFactory<C> {
             target,
             peer: node.addr.as_str().into(),
             append_seconds: rpc_histogram(RpcKind::Append, node.addr.as_str().into()),
-            _types: PhantomData,
+            log: self.log.clone(),
         }
     }
 }
 
 /// The network client of one group towards one peer node.
 #[derive(Debug)]
-pub struct GrpcNetwork<C> {
+pub struct GrpcNetwork<C: RaftTypeConfig> {
     channel: Result<Channel, String>,
     group: GroupId,
     local_node: u64,
@@ -149,7 +162,7 @@ pub struct GrpcNetwork<C> {
     /// The round-trip histogram of AppendEntries to the target (looked up once: it is
     /// recorded for every replication round).
     append_seconds: metrics::Histogram,
-    _types: PhantomData<fn() -> C>,
+    log: RocksLogStore<C>,
 }
 
 /// How a call failed, before it is shaped into the error type openraft wants for that RPC.
@@ -170,12 +183,30 @@ impl<C: GroupTypes> GrpcNetwork<C> {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
+        self.call_with_entries(kind, request, Vec::new(), timeout)
+            .await
+    }
+
+    /// Sends `request` with `entries` (encoded entries, AppendEntries only) and decodes the
+    /// `Result` reply.
+    async fn call_with_entries<Req, Resp>(
+        &self,
+        kind: RpcKind,
+        request: &Req,
+        entries: Vec<Bytes>,
+        timeout: Duration,
+    ) -> Result<Resp, CallError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
         let channel = self.channel.clone().map_err(CallError::Unreachable)?;
         let payload = codec::encode(request).map_err(|err| CallError::Network(err.to_string()))?;
         let message = RaftMessage {
             group_id: self.group.0,
             target_node_id: self.target,
             payload: payload.into(),
+            entries,
         };
         let mut client = RaftTransportClient::new(channel)
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
@@ -228,12 +259,26 @@ impl<C: GroupTypes> RaftNetworkV2<C> for GrpcNetwork<C> {
 
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<C>,
+        mut rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
-        self.call(RpcKind::Append, &rpc, option.hard_ttl())
+        let entries = std::mem::take(&mut rpc.entries);
+        let sent = entries_to_send(&entries, MAX_APPEND_BYTES, |entry| self.log.encoded(entry))
+            .map_err(|err| {
+                self.rpc_error(RPCTypes::AppendEntries, CallError::Network(err.to_string()))
+            })?;
+        let cut = (sent.len() < entries.len()).then(|| entries[sent.len() - 1].log_id());
+        let reply: AppendEntriesResponse<C> = self
+            .call_with_entries(RpcKind::Append, &rpc, sent, option.hard_ttl())
             .await
-            .map_err(|err| self.rpc_error(RPCTypes::AppendEntries, err))
+            .map_err(|err| self.rpc_error(RPCTypes::AppendEntries, err))?;
+        Ok(match (reply, cut) {
+            // The follower took what was sent; openraft sends the rest next.
+            (AppendEntriesResponse::Success, Some(last_sent)) => {
+                AppendEntriesResponse::PartialSuccess(Some(last_sent))
+            }
+            (reply, _) => reply,
+        })
     }
 
     async fn vote(
@@ -287,12 +332,37 @@ impl<C: GroupTypes> RaftNetworkV2<C> for GrpcNetwork<C> {
     }
 }
 
+/// The encodings of the first of `entries` that fit in `max_bytes` (always at least one).
+fn entries_to_send<E>(
+    entries: &[E],
+    max_bytes: usize,
+    encoded: impl Fn(&E) -> io::Result<Bytes>,
+) -> io::Result<Vec<Bytes>> {
+    let mut sent = Vec::with_capacity(entries.len());
+    let mut bytes = 0;
+    for entry in entries {
+        let frame = encoded(entry)?;
+        if !sent.is_empty() && bytes + frame.len() > max_bytes {
+            break;
+        }
+        bytes += frame.len();
+        sent.push(frame);
+    }
+    Ok(sent)
+}
+
 /// The receiving end of one group on this node.
 pub trait GroupRpc: Send + Sync + 'static {
     /// The Raft node id of this node in the group.
     fn node_id(&self) -> u64;
-    /// Handles one encoded request; returns the encoded `Result` reply.
-    fn handle(&self, kind: RpcKind, payload: Bytes) -> BoxFuture<'static, io::Result<Vec<u8>>>;
+    /// Handles one encoded request (with its encoded entries, AppendEntries only); returns the
+    /// encoded `Result` reply.
+    fn handle(
+        &self,
+        kind: RpcKind,
+        payload: Bytes,
+        entries: Vec<Bytes>,
+    ) -> BoxFuture<'static, io::Result<Vec<u8>>>;
 }
 
 /// [`GroupRpc`] for an openraft group whose snapshots are byte vectors.
@@ -300,6 +370,8 @@ pub struct RaftGroupRpc<C: GroupTypes, SM: RaftStateMachine<C>> {
     raft: Raft<C, SM>,
     node_id: u64,
     disk: DiskGuard,
+    /// The group's log, which decodes and keeps the entries AppendEntries brings.
+    log: RocksLogStore<C>,
 }
 
 impl<C: GroupTypes, SM: RaftStateMachine<C>> std::fmt::Debug for RaftGroupRpc<C, SM> {
@@ -311,11 +383,12 @@ impl<C: GroupTypes, SM: RaftStateMachine<C>> std::fmt::Debug for RaftGroupRpc<C,
 }
 
 impl<C: GroupTypes, SM: RaftStateMachine<C>> RaftGroupRpc<C, SM> {
-    pub fn new(raft: Raft<C, SM>, node_id: u64) -> Self {
+    pub fn new(raft: Raft<C, SM>, node_id: u64, log: RocksLogStore<C>) -> Self {
         Self {
             raft,
             node_id,
             disk: DiskGuard::unlimited(),
+            log,
         }
     }
 
@@ -342,9 +415,15 @@ where
         self.node_id
     }
 
-    fn handle(&self, kind: RpcKind, payload: Bytes) -> BoxFuture<'static, io::Result<Vec<u8>>> {
+    fn handle(
+        &self,
+        kind: RpcKind,
+        payload: Bytes,
+        entries: Vec<Bytes>,
+    ) -> BoxFuture<'static, io::Result<Vec<u8>>> {
         let raft = self.raft.clone();
         let disk = self.disk.clone();
+        let log = self.log.clone();
         Box::pin(async move {
             let refuse_if_full = || {
                 disk.check()
@@ -352,9 +431,10 @@ where
             };
             match kind {
                 RpcKind::Append => {
-                    let request: AppendEntriesRequest<C> = codec::decode(&payload)?;
-                    if !request.entries.is_empty() {
+                    let mut request: AppendEntriesRequest<C> = codec::decode(&payload)?;
+                    if !entries.is_empty() {
                         refuse_if_full()?;
+                        request.entries = log.received(entries)?;
                     }
                     let started = std::time::Instant::now();
                     let outcome = raft.append_entries(request).await;
@@ -457,7 +537,7 @@ impl RaftTransportService {
             )));
         }
         let payload = rpc
-            .handle(kind, message.payload)
+            .handle(kind, message.payload, message.entries)
             .await
             .map_err(|err| match err.kind() {
                 // UNAVAILABLE: the leader backs off and retries, as for an unreachable peer.
@@ -471,6 +551,7 @@ impl RaftTransportService {
             group_id: group.0,
             target_node_id: 0,
             payload: payload.into(),
+            entries: Vec::new(),
         }))
     }
 }
@@ -518,4 +599,32 @@ pub fn server(
     ))
     .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_are_cut_by_bytes_but_never_empty() {
+        let sizes = [3usize, 4, 2, 10, 1];
+        let frames = |max| {
+            entries_to_send(&sizes, max, |n| Ok(Bytes::from(vec![0u8; *n])))
+                .unwrap()
+                .iter()
+                .map(Bytes::len)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(frames(9), vec![3, 4, 2]);
+        assert_eq!(frames(8), vec![3, 4]);
+        assert_eq!(frames(100), sizes.to_vec());
+        // A first entry larger than the limit still goes, alone.
+        assert_eq!(frames(2), vec![3]);
+        let none: [usize; 0] = [];
+        assert!(
+            entries_to_send(&none, 1, |n| Ok(Bytes::from(vec![0u8; *n])))
+                .unwrap()
+                .is_empty()
+        );
+    }
 }
