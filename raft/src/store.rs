@@ -54,9 +54,9 @@ pub struct StoreOptions {
     /// How often free space is measured.
     #[serde(with = "humantime_serde")]
     pub disk_check_interval: Duration,
-    /// Most MiB/s memtable flushes and compactions write (RocksDB's auto-tuned rate limiter,
-    /// which lowers the rate while demand is low); 0 leaves them unlimited. Their bursts
-    /// otherwise queue ahead of the WAL fsyncs that acknowledgements wait for.
+    /// Most MiB/s memtable flushes and compactions write (a fixed-rate RocksDB rate
+    /// limiter); 0 leaves them unlimited. Their bursts otherwise queue ahead of the WAL
+    /// fsyncs that acknowledgements wait for.
     pub background_write_mib_per_sec: u64,
     /// Memtable flushes and compactions write with direct IO (`O_DIRECT`), past the page
     /// cache: copying every flushed batch into the page cache was a third of a broker's CPU
@@ -350,7 +350,11 @@ fn open_db(path: &Path, options: &StoreOptions) -> Result<(DB, Options), rocksdb
     if options.background_write_mib_per_sec > 0 {
         let rate = i64::try_from(options.background_write_mib_per_sec.saturating_mul(1 << 20))
             .unwrap_or(i64::MAX);
-        db_options.set_auto_tuned_ratelimiter(rate, 100_000, 10);
+        // A fixed rate, not RocksDB's auto-tuned limiter: that one drops to a twentieth of
+        // the rate while demand is low and climbs back by 5 % every 10 s, so a producer that
+        // speeds up after a quiet spell had its flushes held to ~13 MB/s for minutes and the
+        // memtables filled up (writes stopped for seconds at a time).
+        db_options.set_ratelimiter(rate, 100_000, 10);
     }
     db_options.create_if_missing(true);
     db_options.create_missing_column_families(true);

@@ -67,7 +67,8 @@ struct Args {
     /// Where the CSV, the SVG and the summary go (default: a new directory under /tmp).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// A broker setting (`KEY=VALUE`, as `mq-broker --set`) for every broker, e.g. to compare
+    /// A broker setting (`KEY=VALUE`, as `mq-broker --set`) for every broker, the standalone
+    /// node included, e.g. to compare
     /// `storage.background_write_mib_per_sec=0` with the default in one sitting. Repeatable.
     #[arg(long = "set")]
     broker_set: Vec<String>,
@@ -711,7 +712,13 @@ async fn main() -> anyhow::Result<()> {
             "latency-standalone",
             "mq-broker",
             mq_tests::reserve_port(),
-            vec!["--standalone".into()],
+            std::iter::once("--standalone".to_owned())
+                .chain(
+                    args.broker_set
+                        .iter()
+                        .flat_map(|setting| ["--set".to_owned(), setting.clone()]),
+                )
+                .collect(),
         )?
         .with_metrics();
         node.spawn()?;
