@@ -1,5 +1,5 @@
 //! The broker as a running service: its replicas, data plane, control-plane link, membership
-//! (registration and heartbeats) and peer watch, started by [`start`] on a node's store and
+//! (registration and heartbeats), peer watch and quiescence rounds, started by [`start`] on a node's store and
 //! transport, served by whatever server the node runs, and stopped by
 //! [`BrokerRuntime::shutdown`] (leadership handed off first).
 
@@ -75,6 +75,12 @@ pub async fn start(
     )
     .map_err(BrokerError::Io)?;
     let peers = groups.peers.clone();
+    let quiescence = tokio::spawn(mq_raft::quiesce::run(
+        groups.registry.clone(),
+        peers.clone(),
+        settings.raft.heartbeat_interval,
+        shutdown.clone(),
+    ));
     let replicas = Arc::new(
         Replicas::open(PartitionContext {
             group: groups,
@@ -117,7 +123,7 @@ pub async fn start(
         link,
         settings,
         registered,
-        tasks: vec![membership, peer_watch],
+        tasks: vec![membership, peer_watch, quiescence],
     })
 }
 
@@ -157,7 +163,7 @@ impl BrokerRuntime {
             .await;
     }
 
-    /// Waits for the membership and peer-watch tasks (which end on the shutdown token), then
+    /// Waits for the membership, peer-watch and quiescence tasks (which end on the shutdown token), then
     /// stops every replica.
     pub async fn shutdown(self) {
         for task in self.tasks {

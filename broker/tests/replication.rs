@@ -40,6 +40,7 @@ async fn start_group() -> anyhow::Result<Vec<Replica>> {
         heartbeat_interval: Duration::from_millis(200),
         election_timeout_min: Duration::from_millis(1000),
         election_timeout_max: Duration::from_millis(2000),
+        ..RaftTimings::PARTITION
     };
     let raft_config = mq_raft::GroupConfig::partition(&timings)?;
     // Bind every server first: each replica's spec names all addresses.

@@ -99,6 +99,7 @@ impl ClusterManagerConfig {
             heartbeat_interval: self.heartbeat_interval,
             election_timeout_min: self.election_timeout_min,
             election_timeout_max: self.election_timeout_max,
+            quiesce_after: Duration::ZERO,
         }
     }
 

@@ -18,6 +18,12 @@ pub struct RaftTimings {
     pub election_timeout_min: Duration,
     #[serde(with = "humantime_serde")]
     pub election_timeout_max: Duration,
+    /// A group with no writes for this long, whose followers all hold its whole log, stops
+    /// ticking on every replica (no heartbeats, no election timers) until a write, a vote or
+    /// its leader's death wakes it; one message per node pair and round keeps it quiet
+    /// (`quiesce.rs`). Zero: never.
+    #[serde(with = "humantime_serde")]
+    pub quiesce_after: Duration,
 }
 
 impl RaftTimings {
@@ -27,6 +33,7 @@ impl RaftTimings {
         heartbeat_interval: Duration::from_millis(500),
         election_timeout_min: Duration::from_millis(1500),
         election_timeout_max: Duration::from_millis(3000),
+        quiesce_after: Duration::from_secs(3),
     };
 
     /// Control-plane groups: one per role, so they can afford fast failover.
@@ -34,6 +41,7 @@ impl RaftTimings {
         heartbeat_interval: Duration::from_millis(100),
         election_timeout_min: Duration::from_millis(500),
         election_timeout_max: Duration::from_millis(1000),
+        quiesce_after: Duration::ZERO,
     };
 }
 
@@ -53,13 +61,17 @@ pub struct InvalidTimings {
 
 /// A validated openraft config, shared by every group started with it.
 #[derive(Debug, Clone)]
-pub struct GroupConfig(Arc<openraft::Config>);
+pub struct GroupConfig {
+    openraft: Arc<openraft::Config>,
+    /// See [`RaftTimings::quiesce_after`]; zero for groups that never quiesce.
+    quiesce_after: Duration,
+}
 
 impl GroupConfig {
     /// The config of partition groups.
     pub fn partition(timings: &RaftTimings) -> Result<Self, InvalidTimings> {
         let heartbeat = millis(timings.heartbeat_interval);
-        Self::validated(openraft::Config {
+        let mut config = Self::validated(openraft::Config {
             cluster_name: "partition".into(),
             heartbeat_interval: heartbeat,
             election_timeout_min: millis(timings.election_timeout_min),
@@ -75,7 +87,9 @@ impl GroupConfig {
             // catching up on a paced producer's one-record batches takes 256 per round trip).
             max_payload_entries: 256,
             ..Default::default()
-        })
+        })?;
+        config.quiesce_after = timings.quiesce_after;
+        Ok(config)
     }
 
     /// The config of a control-plane group (`name` tells them apart in openraft's logs).
@@ -96,7 +110,10 @@ impl GroupConfig {
         let group_kind = config.cluster_name.clone();
         config
             .validate()
-            .map(|config| Self(Arc::new(config)))
+            .map(|config| Self {
+                openraft: Arc::new(config),
+                quiesce_after: Duration::ZERO,
+            })
             .map_err(|err| InvalidTimings {
                 group_kind,
                 reason: err.to_string(),
@@ -104,12 +121,23 @@ impl GroupConfig {
     }
 
     pub(crate) fn openraft(&self) -> Arc<openraft::Config> {
-        self.0.clone()
+        self.openraft.clone()
+    }
+
+    /// How long a group stays idle before it quiesces, when it may.
+    pub(crate) fn quiesce_after(&self) -> Option<Duration> {
+        (!self.quiesce_after.is_zero()).then_some(self.quiesce_after)
+    }
+
+    /// How long an accepted quiescence offer stands in for the leader's lease: the shortest
+    /// election timeout, as a follower's lease.
+    pub(crate) fn quiet_lease(&self) -> Duration {
+        Duration::from_millis(self.openraft.election_timeout_min)
     }
 
     /// The kind of group (`partition`, or the control-plane group's name), for metrics.
     pub(crate) fn kind(&self) -> Arc<str> {
-        Arc::from(self.0.cluster_name.as_str())
+        Arc::from(self.openraft.cluster_name.as_str())
     }
 }
 
@@ -129,6 +157,7 @@ mod tests {
             heartbeat_interval: Duration::from_millis(500),
             election_timeout_min: Duration::from_millis(400),
             election_timeout_max: Duration::from_millis(300),
+            quiesce_after: Duration::ZERO,
         };
         let err = GroupConfig::partition(&bad).unwrap_err();
         assert!(err.to_string().contains("partition"), "{err}");

@@ -20,6 +20,7 @@ use openraft::storage::RaftStateMachine;
 use crate::config::GroupConfig;
 use crate::disk::DiskGuard;
 use crate::log_store::RocksLogStore;
+use crate::quiesce::Quiescence;
 use crate::store::Store;
 use crate::transport::{GroupRegistry, GrpcNetworkFactory, Peers, RaftGroupRpc};
 use crate::types::GroupTypes;
@@ -128,6 +129,7 @@ pub struct RaftGroup<C: GroupTypes, SM: RaftStateMachine<C>> {
     node_id: u64,
     /// The stage histograms, labelled with the kind of group (`partition`, ...).
     stages: Arc<StageHistograms>,
+    quiet: Arc<Quiescence<C, SM>>,
 }
 
 /// Handles of a group kind's stage histograms, looked up once rather than per proposal.
@@ -164,6 +166,7 @@ impl<C: GroupTypes, SM: RaftStateMachine<C>> Clone for RaftGroup<C, SM> {
             group: self.group,
             node_id: self.node_id,
             stages: self.stages.clone(),
+            quiet: self.quiet.clone(),
         }
     }
 }
@@ -210,9 +213,18 @@ where
         )
         .await
         .map_err(|err| fatal(group, err))?;
+        let quiet = Arc::new(Quiescence::new(
+            raft.clone(),
+            node_id,
+            config.quiesce_after(),
+            config.quiet_lease(),
+        ));
         context.registry.register(
             group,
-            Arc::new(RaftGroupRpc::new(raft.clone(), node_id, log).with_disk_guard(disk)),
+            Arc::new(
+                RaftGroupRpc::new(raft.clone(), node_id, log, quiet.clone()).with_disk_guard(disk),
+            ),
+            quiet.clone(),
         );
         tokio::spawn(count_elections::<C>(raft.server_metrics(), kind.clone()));
         let this = Self {
@@ -220,6 +232,7 @@ where
             group,
             node_id,
             stages: Arc::new(StageHistograms::new(&kind)),
+            quiet,
         };
         if let Some(voters) = bootstrap {
             this.initialize(voters).await?;
@@ -266,6 +279,7 @@ impl<C: GroupTypes, SM: RaftStateMachine<C>> RaftGroup<C, SM> {
     /// Proposes `command` and waits until it is committed and applied; returns what the state
     /// machine replied.
     pub async fn propose(&self, command: C::D) -> Result<C::R, GroupError> {
+        self.quiet.before_write().await;
         self.raft
             .client_write(command)
             .await
@@ -280,6 +294,7 @@ impl<C: GroupTypes, SM: RaftStateMachine<C>> RaftGroup<C, SM> {
         C: GroupTypes<Responder<ClientWriteResult<C>> = ProgressResponder<C, ClientWriteResult<C>>>,
     {
         let started = Instant::now();
+        self.quiet.before_write().await;
         let (responder, committed, applied) = ProgressResponder::new();
         self.raft
             .client_write_ff(command, Some(responder))
@@ -311,6 +326,7 @@ impl<C: GroupTypes, SM: RaftStateMachine<C>> RaftGroup<C, SM> {
     /// Confirms that this node leads and that its state machine holds everything committed
     /// before now (ReadIndex: one round of heartbeats to a quorum).
     pub async fn ensure_current(&self) -> Result<(), GroupError> {
+        self.quiet.before_write().await;
         match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
             Ok(_) => Ok(()),
             Err(RaftError::Fatal(err)) => Err(fatal(self.group, err)),
@@ -429,6 +445,7 @@ impl<C: GroupTypes, SM: RaftStateMachine<C>> RaftGroup<C, SM> {
 
     /// On the leader: asks voter `to` to take over. Returns once asked.
     pub async fn transfer_leadership(&self, to: u64) -> Result<(), GroupError> {
+        self.quiet.before_write().await;
         self.raft
             .trigger()
             .transfer_leader(to)
@@ -439,6 +456,7 @@ impl<C: GroupTypes, SM: RaftStateMachine<C>> RaftGroup<C, SM> {
     /// The current leader is gone: this node stops honouring its lease and `successor`
     /// campaigns at once (as on a leadership transfer from it). Votes still check logs.
     pub async fn elect_successor(&self, successor: u64) -> Result<(), GroupError> {
+        self.quiet.wake("leader_lost");
         let vote = self.raft.metrics().borrow_watched().vote.clone();
         let request = TransferLeaderRequest::new(vote, successor, None);
         self.raft
@@ -450,6 +468,7 @@ impl<C: GroupTypes, SM: RaftStateMachine<C>> RaftGroup<C, SM> {
 
     /// On the leader: adds `node_id` at `address` as a learner and waits until it caught up.
     pub async fn add_learner(&self, node_id: u64, address: &str) -> Result<(), GroupError> {
+        self.quiet.before_write().await;
         self.raft
             .add_learner(node_id, BasicNode::new(address), true)
             .await
@@ -459,6 +478,7 @@ impl<C: GroupTypes, SM: RaftStateMachine<C>> RaftGroup<C, SM> {
 
     /// On the leader: makes `voters` (already members) the voters, in one membership change.
     pub async fn change_voters(&self, voters: BTreeSet<u64>) -> Result<(), GroupError> {
+        self.quiet.before_write().await;
         self.raft
             .change_membership(voters, false)
             .await

@@ -17,6 +17,8 @@
 //! - [`log_store`]: openraft's `RaftLogStorage` for one group on the shared store.
 //! - [`transport`]: the gRPC transport: a network factory whose clients share one channel per
 //!   peer for all groups, and a server that routes each message to its group.
+//! - [`quiesce`]: idle partition groups stop ticking on every replica, kept quiet by one
+//!   message per node pair and round, woken by writes, votes, appends and the backstop.
 //! - [`disk`]: free space on the data directory, and the guard that refuses new data below a
 //!   reserve. [`codec`]: postcard encoding of entries, votes and rows.
 //! - [`types`]: the bounds a group's openraft type config must meet.
@@ -34,6 +36,7 @@ pub mod group;
 pub mod keys;
 pub mod kv;
 pub mod log_store;
+pub mod quiesce;
 pub mod store;
 pub mod syncer;
 #[cfg(feature = "testing")]

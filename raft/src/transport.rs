@@ -20,9 +20,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use mq_common::ids::GroupId;
-use mq_proto::internal::RaftMessage;
 use mq_proto::internal::raft_transport_client::RaftTransportClient;
 use mq_proto::internal::raft_transport_server::RaftTransport;
+use mq_proto::internal::{QuiesceReply, QuiesceRequest, RaftMessage};
 use openraft::entry::RaftEntry;
 use openraft::error::{
     NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
@@ -44,6 +44,7 @@ use tonic::{Request, Response, Status};
 use crate::codec;
 use crate::disk::DiskGuard;
 use crate::log_store::RocksLogStore;
+use crate::quiesce::{self, Quiescence, QuietGroupHandle};
 use crate::types::GroupTypes;
 
 /// Largest Raft message on the wire: a few maximal producer batches per AppendEntries.
@@ -372,6 +373,8 @@ pub struct RaftGroupRpc<C: GroupTypes, SM: RaftStateMachine<C>> {
     disk: DiskGuard,
     /// The group's log, which decodes and keeps the entries AppendEntries brings.
     log: RocksLogStore<C>,
+    /// A quiet replica wakes for the messages that need it awake.
+    quiet: Arc<Quiescence<C, SM>>,
 }
 
 impl<C: GroupTypes, SM: RaftStateMachine<C>> std::fmt::Debug for RaftGroupRpc<C, SM> {
@@ -383,12 +386,18 @@ impl<C: GroupTypes, SM: RaftStateMachine<C>> std::fmt::Debug for RaftGroupRpc<C,
 }
 
 impl<C: GroupTypes, SM: RaftStateMachine<C>> RaftGroupRpc<C, SM> {
-    pub fn new(raft: Raft<C, SM>, node_id: u64, log: RocksLogStore<C>) -> Self {
+    pub(crate) fn new(
+        raft: Raft<C, SM>,
+        node_id: u64,
+        log: RocksLogStore<C>,
+        quiet: Arc<Quiescence<C, SM>>,
+    ) -> Self {
         Self {
             raft,
             node_id,
             disk: DiskGuard::unlimited(),
             log,
+            quiet,
         }
     }
 
@@ -424,6 +433,7 @@ where
         let raft = self.raft.clone();
         let disk = self.disk.clone();
         let log = self.log.clone();
+        let quiet = self.quiet.clone();
         Box::pin(async move {
             let refuse_if_full = || {
                 disk.check()
@@ -438,6 +448,10 @@ where
                     }
                     let started = std::time::Instant::now();
                     let outcome = raft.append_entries(request).await;
+                    // A leader that sends again is awake: so must its followers be. Woken
+                    // after the message renewed the leader's lease here, so the election
+                    // timer does not start from a stale contact.
+                    quiet.wake("append");
                     let took = started.elapsed();
                     metrics::histogram!("mq_raft_append_handle_seconds").record(took.as_secs_f64());
                     if took >= SLOW_APPEND_ENTRIES {
@@ -445,15 +459,20 @@ where
                     }
                     reply(outcome)
                 }
-                RpcKind::Vote => {
+                RpcKind::Vote | RpcKind::PreVote => {
                     let request: VoteRequest<C> = codec::decode(&payload)?;
-                    reply(raft.vote(request).await)
-                }
-                RpcKind::PreVote => {
-                    let request: VoteRequest<C> = codec::decode(&payload)?;
-                    reply(raft.pre_vote(request).await)
+                    let transfer = kind == RpcKind::Vote && request.leadership_transfer;
+                    if !transfer && quiet.holds_lease() {
+                        return reply(Ok::<_, String>(quiet.refusal()));
+                    }
+                    quiet.wake("vote");
+                    match kind {
+                        RpcKind::Vote => reply(raft.vote(request).await),
+                        _ => reply(raft.pre_vote(request).await),
+                    }
                 }
                 RpcKind::InstallSnapshot => {
+                    quiet.wake("snapshot");
                     refuse_if_full()?;
                     let (vote, meta, snapshot): (VoteOf<C>, SnapshotMetaOf<C>, Vec<u8>) =
                         codec::decode(&payload)?;
@@ -463,6 +482,7 @@ where
                     )
                 }
                 RpcKind::TransferLeader => {
+                    quiet.wake("transfer");
                     let request: TransferLeaderRequest<C> = codec::decode(&payload)?;
                     reply(raft.handle_transfer_leader(request).await)
                 }
@@ -474,7 +494,14 @@ where
 /// The groups hosted by this process, by group id.
 #[derive(Clone, Default)]
 pub struct GroupRegistry {
-    groups: Arc<RwLock<HashMap<GroupId, Arc<dyn GroupRpc>>>>,
+    groups: Arc<RwLock<HashMap<GroupId, Registered>>>,
+}
+
+/// A group's endpoints in the registry.
+#[derive(Clone)]
+struct Registered {
+    rpc: Arc<dyn GroupRpc>,
+    quiet: Arc<dyn QuietGroupHandle>,
 }
 
 impl std::fmt::Debug for GroupRegistry {
@@ -487,11 +514,16 @@ impl std::fmt::Debug for GroupRegistry {
 }
 
 impl GroupRegistry {
-    pub fn register(&self, group: GroupId, rpc: Arc<dyn GroupRpc>) {
+    pub(crate) fn register(
+        &self,
+        group: GroupId,
+        rpc: Arc<dyn GroupRpc>,
+        quiet: Arc<dyn QuietGroupHandle>,
+    ) {
         self.groups
             .write()
             .expect("registry lock")
-            .insert(group, rpc);
+            .insert(group, Registered { rpc, quiet });
     }
 
     pub fn unregister(&self, group: GroupId) {
@@ -503,7 +535,26 @@ impl GroupRegistry {
             .read()
             .expect("registry lock")
             .get(&group)
-            .cloned()
+            .map(|registered| registered.rpc.clone())
+    }
+
+    /// The quiescence of `group`, when hosted here.
+    pub(crate) fn quiescence(&self, group: GroupId) -> Option<Arc<dyn QuietGroupHandle>> {
+        self.groups
+            .read()
+            .expect("registry lock")
+            .get(&group)
+            .map(|registered| registered.quiet.clone())
+    }
+
+    /// Every hosted group's quiescence, for a round.
+    pub(crate) fn quiescent_groups(&self) -> Vec<(GroupId, Arc<dyn QuietGroupHandle>)> {
+        self.groups
+            .read()
+            .expect("registry lock")
+            .iter()
+            .map(|(group, registered)| (*group, registered.quiet.clone()))
+            .collect()
     }
 }
 
@@ -587,6 +638,16 @@ impl RaftTransport for RaftTransportService {
     ) -> Result<Response<RaftMessage>, Status> {
         self.route(RpcKind::TransferLeader, request.into_inner())
             .await
+    }
+
+    async fn quiesce(
+        &self,
+        request: Request<QuiesceRequest>,
+    ) -> Result<Response<QuiesceReply>, Status> {
+        Ok(Response::new(quiesce::answer(
+            &self.registry,
+            request.into_inner(),
+        )))
     }
 }
 

@@ -3,8 +3,12 @@
 //!
 //! - `failover`: time from SIGKILL of a partition leader to the first acknowledged produce on
 //!   each partition it led, over `--kills` kills (the broker is restarted between kills).
+//!   With `--idle-partitions N`, a second topic of N partitions sits idle (quiet groups): after
+//!   each kill, every one of them the victim led is produced to until acknowledged, and the
+//!   median and slowest of those times are reported too.
 //! - `scale`: creates `--partitions` partitions with replication factor 3; time until all
-//!   have a leader and full replication, then each broker's idle CPU and RSS.
+//!   have a leader and full replication, then each broker's idle CPU and RSS, then the time
+//!   of a produce to 20 of the idle partitions (spread over the topic), one after another.
 //! - `throughput`: one producer, 1 KiB values, one partition, replication factor 1 and 3:
 //!   records/s, MB/s and broker CPU per message summed over the brokers.
 
@@ -39,6 +43,9 @@ enum Bench {
     Failover {
         #[arg(long, default_value_t = 10)]
         kills: usize,
+        /// Partitions of a second, idle topic whose failover is measured too.
+        #[arg(long, default_value_t = 0)]
+        idle_partitions: u32,
     },
     Scale {
         #[arg(long, default_value_t = 1000)]
@@ -66,7 +73,48 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-async fn failover(spec: ClusterSpec, kills: usize) -> anyhow::Result<()> {
+/// Produces one record to `partition` of `topic` until acknowledged; returns when it was.
+async fn produce_until_acked(
+    client: &mq_client::Client,
+    topic: &str,
+    partition: u32,
+) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if client
+            .produce(topic, partition, vec![Record::keyed("k", "v")])
+            .await
+            .is_ok()
+        {
+            return Ok(Instant::now());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{topic}/{partition} took no write for 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// After a kill at `killed_at`: how long each partition of `topic` that `victim` led took to
+/// acknowledge a produce again, all probed at once.
+async fn idle_failover(
+    client: &mq_client::Client,
+    topic: &str,
+    led: &[u32],
+    killed_at: Instant,
+) -> anyhow::Result<Vec<Duration>> {
+    let probes = led.iter().map(|&partition| async move {
+        produce_until_acked(client, topic, partition)
+            .await
+            .map(|acked| acked.duration_since(killed_at))
+    });
+    let mut times: Vec<Duration> = futures::future::try_join_all(probes).await?;
+    times.sort();
+    Ok(times)
+}
+
+async fn failover(spec: ClusterSpec, kills: usize, idle_partitions: u32) -> anyhow::Result<()> {
     let mut cluster = Cluster::start(spec).await?;
     let client = cluster.client();
     client
@@ -75,6 +123,17 @@ async fn failover(spec: ClusterSpec, kills: usize) -> anyhow::Result<()> {
             NewTopic::default().partitions(3).replication_factor(3),
         )
         .await?;
+    if idle_partitions > 0 {
+        client
+            .create_topic(
+                "idle",
+                NewTopic::default()
+                    .partitions(idle_partitions)
+                    .replication_factor(3),
+            )
+            .await?;
+    }
+    let mut idle_samples = Vec::new();
     // Per partition, when the last acknowledged produce call started and when it returned.
     let now = Instant::now();
     let last_ack: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::new(Mutex::new(vec![(now, now); 3]));
@@ -98,14 +157,25 @@ async fn failover(spec: ClusterSpec, kills: usize) -> anyhow::Result<()> {
         cluster
             .wait_fully_replicated(&client, "failover", Duration::from_secs(60))
             .await?;
+        // One partition of the measured topic led by each broker.
         wait_until("leaders spread", Duration::from_secs(60), || async {
             let brokers = client.list_brokers().await.ok()?;
-            brokers
+            let topic = client.describe_topic("failover").await.ok()?;
+            let leaders: std::collections::BTreeSet<u32> = topic
+                .partitions
                 .iter()
-                .all(|b| b.broker.alive && b.leaders == 1)
-                .then_some(())
+                .filter_map(|p| p.leader_id)
+                .collect();
+            (brokers.iter().all(|b| b.broker.alive) && leaders.len() == 3).then_some(())
         })
         .await?;
+        if idle_partitions > 0 {
+            cluster
+                .wait_fully_replicated(&client, "idle", Duration::from_secs(300))
+                .await?;
+            // Long enough for the idle groups to quiesce (3 s idle, then a round).
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
         let victim = cluster
             .leader_of(
@@ -116,8 +186,31 @@ async fn failover(spec: ClusterSpec, kills: usize) -> anyhow::Result<()> {
             )
             .await?;
         let partition = kill % 3;
+        let idle_led: Vec<u32> = if idle_partitions > 0 {
+            client
+                .describe_topic("idle")
+                .await?
+                .partitions
+                .iter()
+                .filter(|p| p.leader_id == Some(victim))
+                .map(|p| p.partition)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let killed_at = Instant::now();
         cluster.broker(victim).kill9()?;
+        if !idle_led.is_empty() {
+            let times = idle_failover(&client, "idle", &idle_led, killed_at).await?;
+            println!(
+                "kill {}: {} idle partitions it led took writes again after median {:?}, max {:?}",
+                kill + 1,
+                times.len(),
+                percentile(&times, 0.5),
+                times.last().context("none led")?
+            );
+            idle_samples.push(*times.last().context("none led")?);
+        }
         let recovered = wait_until("produce to resume", Duration::from_secs(60), || {
             let last_ack = last_ack.clone();
             async move {
@@ -146,6 +239,15 @@ async fn failover(spec: ClusterSpec, kills: usize) -> anyhow::Result<()> {
         percentile(&samples, 0.5),
         samples.last().context("no kills")?
     );
+    if !idle_samples.is_empty() {
+        idle_samples.sort();
+        println!(
+            "idle partitions, slowest per kill over {} kills: median {:?}, max {:?}",
+            idle_samples.len(),
+            percentile(&idle_samples, 0.5),
+            idle_samples.last().context("no kills")?
+        );
+    }
     Ok(())
 }
 
@@ -195,6 +297,22 @@ async fn scale(spec: ClusterSpec, partitions: u32) -> anyhow::Result<()> {
             rss_bytes(*pid)? >> 20
         );
     }
+    // A produce to an idle (quiet) partition right after: wakes its group on the way.
+    let mut acks = Vec::new();
+    for i in 0..20u32 {
+        let partition = i * partitions / 20;
+        let sent = Instant::now();
+        client
+            .produce("scale", partition, vec![Record::keyed("k", "v")])
+            .await?;
+        acks.push(sent.elapsed());
+    }
+    acks.sort();
+    println!(
+        "a produce to each of 20 idle partitions: median {:?}, max {:?}",
+        percentile(&acks, 0.5),
+        acks.last().context("no produce")?
+    );
     Ok(())
 }
 
@@ -260,7 +378,10 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .fold(ClusterSpec::new(3, 3), |spec, set| spec.broker_set(set));
     match args.command {
-        Bench::Failover { kills } => failover(spec, kills).await,
+        Bench::Failover {
+            kills,
+            idle_partitions,
+        } => failover(spec, kills, idle_partitions).await,
         Bench::Scale { partitions } => scale(spec, partitions).await,
         Bench::Throughput {
             messages,
