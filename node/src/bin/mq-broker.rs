@@ -11,7 +11,10 @@ use mq_node::kit::config::Override;
 use mq_node::kit::{shutdown, telemetry};
 
 // Producer batches are MiB-sized buffers allocated and freed at a high rate; glibc's malloc
-// maps and unmaps each one (page faults on every batch), mimalloc reuses them.
+// maps and unmaps each one (page faults on every batch), mimalloc reuses them. Built without
+// its transparent-huge-page advice (`no_thp`): every openraft group preallocates ~2 MiB of
+// queues it rarely touches, and with huge pages one touched byte made all of it resident
+// (2.1 GiB RSS for 1,000 partitions per broker; 0.2 GiB without).
 #[global_allocator]
 static ALLOCATOR: MiMalloc = MiMalloc;
 
