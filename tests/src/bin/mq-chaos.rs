@@ -40,6 +40,14 @@ struct Args {
     /// Brokers acknowledge before commit (deliberately broken, to see the checker catch it).
     #[arg(long)]
     unsafe_ack: bool,
+    /// Pause between one producer's sends; long pauses (seconds) with a short
+    /// `raft.quiesce_after` put the partitions' groups to sleep between writes, so faults hit
+    /// quiet groups.
+    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
+    pace: Duration,
+    /// A broker config override, e.g. raft.quiesce_after=1s (repeatable).
+    #[arg(long = "broker-set", value_name = "KEY=VALUE")]
+    broker_set: Vec<String>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -82,6 +90,8 @@ async fn main() -> anyhow::Result<()> {
         fault_for: args.fault_for,
         calm_for: args.calm_for,
         unsafe_ack: args.unsafe_ack,
+        pace: args.pace,
+        broker_sets: args.broker_set.clone(),
         ..RunConfig::new(args.seed, args.duration, faults, args.out.clone())
     };
     println!(

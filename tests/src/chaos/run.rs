@@ -40,6 +40,8 @@ pub struct RunConfig {
     pub plain_producers: u32,
     /// Pause between one producer's sends.
     pub pace: Duration,
+    /// Config overrides of every broker (`key=value`), e.g. `raft.quiesce_after=1s`.
+    pub broker_sets: Vec<String>,
     /// Run the brokers with the deliberately broken acknowledgement
     /// ([`UNSAFE_ACK_BEFORE_COMMIT`]).
     pub unsafe_ack: bool,
@@ -60,6 +62,7 @@ impl RunConfig {
             idempotent_producers: 3,
             plain_producers: 2,
             pace: Duration::from_millis(20),
+            broker_sets: Vec::new(),
             unsafe_ack: false,
             linearizable_prefix: 40,
         }
@@ -160,6 +163,9 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
     }
     if config.unsafe_ack {
         spec = spec.broker_env(UNSAFE_ACK_BEFORE_COMMIT, "1");
+    }
+    for set in &config.broker_sets {
+        spec = spec.broker_set(set);
     }
     let history = config.out_dir.join("history.jsonl");
     let recorder = Recorder::create(&history)?;
