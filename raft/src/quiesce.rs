@@ -105,8 +105,8 @@ impl<C: GroupTypes, SM: RaftStateMachine<C>> Quiescence<C, SM> {
         if self.after.is_none() {
             return;
         }
-        self.last_write.store(millis_now(), Ordering::Release);
-        if !self.is_quiet() || !self.raft.is_leader() {
+        self.last_write.store(millis_now(), Ordering::SeqCst);
+        if !self.quiet.load(Ordering::SeqCst) || !self.raft.is_leader() {
             return;
         }
         let _waking = self.waking.lock().await;
@@ -135,15 +135,26 @@ impl<C: GroupTypes, SM: RaftStateMachine<C>> Quiescence<C, SM> {
         }
     }
 
+    /// How long since this replica last saw a write proposed.
+    fn idle(&self) -> Duration {
+        let last_write = self.last_write.load(Ordering::SeqCst);
+        Duration::from_millis(millis_now().saturating_sub(last_write))
+    }
+
     /// Stops ticking, unless a write arrived meanwhile.
     fn silence(&self) {
         let Some(after) = self.after else { return };
-        let idle = millis_now().saturating_sub(self.last_write.load(Ordering::Acquire));
-        if Duration::from_millis(idle) < after {
+        if self.idle() < after || self.quiet.swap(true, Ordering::SeqCst) {
             return;
         }
-        if !self.quiet.swap(true, Ordering::AcqRel) {
-            self.raft.runtime_config().tick(false);
+        self.raft.runtime_config().tick(false);
+        // A write that stored its time before `quiet` turned true saw the group awake and did
+        // not wake it (`before_write` stores, then reads `quiet`; this swapped, then reads
+        // the time: with both sequentially consistent, one of the two sees the other). Its
+        // group would lead with ticks off: turn them back on.
+        if self.idle() < after {
+            self.quiet.store(false, Ordering::SeqCst);
+            self.raft.runtime_config().tick(true);
         }
     }
 
@@ -174,7 +185,6 @@ impl<C: GroupTypes, SM: RaftStateMachine<C>> Quiescence<C, SM> {
     /// This replica's part of the next round: what it offers as leader.
     fn offer(&self) -> Option<Offer> {
         let after = self.after?;
-        let idle = millis_now().saturating_sub(self.last_write.load(Ordering::Acquire));
         let receiver = self.raft.metrics();
         let metrics = receiver.borrow_watched();
         let membership = metrics.membership_config.membership();
@@ -186,7 +196,7 @@ impl<C: GroupTypes, SM: RaftStateMachine<C>> Quiescence<C, SM> {
         let view = LeaderView {
             leading: metrics.state == ServerState::Leader
                 && metrics.current_leader == Some(self.node_id),
-            idle: Duration::from_millis(idle),
+            idle: self.idle(),
             last_log_index: metrics.last_log_index,
             applied: metrics.last_applied.as_ref().map(|id| id.index()),
             membership_committed: metrics.membership_config.log_id()

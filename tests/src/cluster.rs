@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use mq_client::{Client, ClientConfig, TopicDescription};
+use mq_client::{Client, ClientConfig, NewTopic, TopicDescription};
 
 use crate::net::Net;
 use crate::{Node, reserve_port, wait_until};
@@ -313,6 +313,26 @@ impl Cluster {
             }
         })
         .await
+    }
+
+    /// Creates `topic` with `partitions` partitions, replication factor 3, and waits until
+    /// every partition has a leader and all replicas in sync.
+    pub async fn create_replicated_topic(
+        &self,
+        client: &Client,
+        topic: &str,
+        partitions: u32,
+        timeout: Duration,
+    ) -> anyhow::Result<TopicDescription> {
+        client
+            .create_topic(
+                topic,
+                NewTopic::default()
+                    .partitions(partitions)
+                    .replication_factor(3),
+            )
+            .await?;
+        self.wait_fully_replicated(client, topic, timeout).await
     }
 
     /// Waits until every partition of `topic` has a leader and all replicas in sync.

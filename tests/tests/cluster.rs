@@ -106,16 +106,8 @@ async fn create_topic(
     topic: &str,
     partitions: u32,
 ) -> anyhow::Result<()> {
-    client
-        .create_topic(
-            topic,
-            NewTopic::default()
-                .partitions(partitions)
-                .replication_factor(3),
-        )
-        .await?;
     cluster
-        .wait_fully_replicated(client, topic, Duration::from_secs(30))
+        .create_replicated_topic(client, topic, partitions, Duration::from_secs(30))
         .await?;
     Ok(())
 }

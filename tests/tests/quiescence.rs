@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use mq_client::{Client, NewTopic, Record};
+use mq_client::{Client, Record};
 use mq_tests::cluster::{Cluster, ClusterSpec, replicas_identical};
 use mq_tests::metrics::Scrape;
 use mq_tests::wait_until;
@@ -92,16 +92,8 @@ async fn create(
     topic: &str,
     partitions: u32,
 ) -> anyhow::Result<()> {
-    client
-        .create_topic(
-            topic,
-            NewTopic::default()
-                .partitions(partitions)
-                .replication_factor(3),
-        )
-        .await?;
     cluster
-        .wait_fully_replicated(client, topic, Duration::from_secs(60))
+        .create_replicated_topic(client, topic, partitions, Duration::from_secs(60))
         .await?;
     // Settled: the cluster manager moved every leadership to its preferred replica (the
     // transfers would wake the groups and change terms during the test).
